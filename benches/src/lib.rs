@@ -1,0 +1,1 @@
+//! walship benchmarks: criterion micro-benchmarks and the comparison harness.

@@ -1,0 +1,1 @@
+//! walship replication.

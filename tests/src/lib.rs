@@ -1,0 +1,1 @@
+//! Multi-process integration tests and the crash-recovery harness for walship.
