@@ -1,0 +1,549 @@
+//! Group commit.
+//!
+//! Appenders (serialised by the engine's writer lock) encode records straight
+//! into a shared queue buffer, each at the LSN where it will sit in the
+//! stream. One flusher thread swaps the whole buffer out, writes it with one
+//! `pwrite` per segment, publishes the *written* LSN (replication may send
+//! those bytes now), then makes it durable with one `fdatasync` and wakes every
+//! writer whose record is covered. While the flusher waits for the disk, the
+//! next batch gathers in the queue: that is the group.
+//!
+//! Segment space is allocated by the appender *before* a record enters the
+//! queue, so a full disk fails that one write cleanly and the flusher only
+//! ever overwrites preallocated, zero-filled blocks.
+
+use super::record::Mutation;
+use super::segment::{self, SegmentHeader};
+use super::{Segment, Segments};
+use crate::error::WriteError;
+use crate::storage::Storage;
+use parking_lot::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` before acknowledging (the default).
+    Always,
+    /// Acknowledge once written to the OS; `fdatasync` at most every N ms.
+    IntervalMs(u64),
+    /// Acknowledge once written to the OS; never `fdatasync` (except at checkpoints and shutdown).
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::IntervalMs(ms)),
+                _ => Err(format!("invalid fsync policy '{s}': expected always, interval:<ms> (ms > 0) or never")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => write!(f, "always"),
+            FsyncPolicy::IntervalMs(ms) => write!(f, "interval:{ms}"),
+            FsyncPolicy::Never => write!(f, "never"),
+        }
+    }
+}
+
+/// Most bytes the queue holds before appenders wait for the flusher.
+const QUEUE_MAX_BYTES: usize = 32 << 20;
+/// Bytes written with one zero-fill call while preallocating.
+const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+
+/// Counters of the WAL, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct WalCounters {
+    pub bytes_written: AtomicU64,
+    pub records_appended: AtomicU64,
+    pub flush_batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub segments_created: AtomicU64,
+}
+
+struct Queue {
+    buf: Vec<u8>,
+    /// LSN of `buf[0]`.
+    start_lsn: u64,
+    /// Highest LSN someone asked to be fsynced regardless of policy.
+    sync_requested: u64,
+    shutdown: bool,
+}
+
+type Waiter = (u64, oneshot::Sender<Result<(), WriteError>>);
+
+pub(crate) struct WalShared {
+    pub storage: Arc<dyn Storage>,
+    pub wal_dir: PathBuf,
+    pub segments: Segments,
+    pub policy: FsyncPolicy,
+    queue: Mutex<Queue>,
+    /// Flusher waits here for data.
+    queue_cv: Condvar,
+    /// Appenders wait here for queue space; sync requesters for the sync.
+    progress_cv: Condvar,
+    written_lsn: AtomicU64,
+    synced_lsn: AtomicU64,
+    /// LSN acknowledged under the fsync policy.
+    ack_lsn: AtomicU64,
+    written_tx: watch::Sender<u64>,
+    waiters: Mutex<Vec<Waiter>>,
+    poisoned: Mutex<Option<Arc<str>>>,
+    is_poisoned: AtomicBool,
+    pub counters: WalCounters,
+}
+
+impl WalShared {
+    pub fn written_lsn(&self) -> u64 {
+        self.written_lsn.load(Ordering::Acquire)
+    }
+    pub fn synced_lsn(&self) -> u64 {
+        self.synced_lsn.load(Ordering::Acquire)
+    }
+    pub fn ack_lsn(&self) -> u64 {
+        self.ack_lsn.load(Ordering::Acquire)
+    }
+    pub fn subscribe_written(&self) -> watch::Receiver<u64> {
+        self.written_tx.subscribe()
+    }
+
+    pub fn poison_reason(&self) -> Option<Arc<str>> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poisoned.lock().clone()
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "WAL poisoned: refusing all further writes");
+        let reason: Arc<str> = reason.into();
+        *self.poisoned.lock() = Some(reason.clone());
+        self.is_poisoned.store(true, Ordering::Release);
+        for (_, tx) in self.waiters.lock().drain(..) {
+            let _ = tx.send(Err(WriteError::Poisoned(reason.clone())));
+        }
+        self.progress_cv.notify_all();
+    }
+}
+
+/// The appending side: assigns LSNs and keeps segment space ahead of them.
+/// Callers serialise on the engine's writer lock.
+pub(crate) struct Wal {
+    pub shared: Arc<WalShared>,
+    cluster_id: u64,
+    segment_size_bytes: u64,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    preparing: Mutex<Option<(u64, JoinHandle<Result<(), std::io::Error>>)>>,
+}
+
+impl Wal {
+    /// Starts the WAL at `end_lsn` over recovered `segments`, spawning the flusher.
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        wal_dir: PathBuf,
+        segments: Segments,
+        end_lsn: u64,
+        policy: FsyncPolicy,
+        cluster_id: u64,
+        segment_size_bytes: u64,
+    ) -> Wal {
+        let (written_tx, _) = watch::channel(end_lsn);
+        let shared = Arc::new(WalShared {
+            storage,
+            wal_dir,
+            segments,
+            policy,
+            queue: Mutex::new(Queue { buf: Vec::new(), start_lsn: end_lsn, sync_requested: 0, shutdown: false }),
+            queue_cv: Condvar::new(),
+            progress_cv: Condvar::new(),
+            written_lsn: AtomicU64::new(end_lsn),
+            synced_lsn: AtomicU64::new(end_lsn),
+            ack_lsn: AtomicU64::new(end_lsn),
+            written_tx,
+            waiters: Mutex::new(Vec::new()),
+            poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
+            counters: WalCounters::default(),
+        });
+        let flusher_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("wal-flusher".into())
+            .spawn(move || flusher_loop(&flusher_shared))
+            .expect("spawn the WAL flusher thread");
+        Wal { shared, cluster_id, segment_size_bytes, flusher: Mutex::new(Some(handle)), preparing: Mutex::new(None) }
+    }
+
+    /// LSN where the next record goes.
+    pub fn end_lsn(&self) -> u64 {
+        let q = self.shared.queue.lock();
+        q.start_lsn + q.buf.len() as u64
+    }
+
+    /// Appends one mutation; returns its end LSN (the position just past it).
+    pub fn append(&self, m: &Mutation, epoch: u64) -> Result<u64, WriteError> {
+        let len = (super::record::RECORD_HEADER_BYTES + m.payload_len()) as u64;
+        self.append_with(len, epoch, |lsn, buf| {
+            m.encode(lsn, buf);
+        })
+    }
+
+    /// Appends bytes already framed at `lsn` (replicated WAL). The caller verified them.
+    pub fn append_raw(&self, lsn: u64, bytes: &[u8], records: u64, epoch: u64) -> Result<u64, WriteError> {
+        let end = self.end_lsn();
+        if lsn != end {
+            return Err(WriteError::BadReplicatedWal(format!("WAL chunk starts at LSN {lsn} but this node's WAL ends at {end}")));
+        }
+        let r = self.append_with(bytes.len() as u64, epoch, |_, buf| buf.extend_from_slice(bytes))?;
+        self.shared.counters.records_appended.fetch_add(records.saturating_sub(1), Ordering::Relaxed);
+        Ok(r)
+    }
+
+    fn append_with(&self, len: u64, epoch: u64, encode: impl FnOnce(u64, &mut Vec<u8>)) -> Result<u64, WriteError> {
+        if let Some(reason) = self.shared.poison_reason() {
+            return Err(WriteError::Poisoned(reason));
+        }
+        let start = self.end_lsn();
+        self.ensure_allocated(start + len, epoch)?;
+        let mut q = self.shared.queue.lock();
+        while q.buf.len() >= QUEUE_MAX_BYTES && !q.shutdown && !self.shared.is_poisoned.load(Ordering::Acquire) {
+            self.shared.progress_cv.wait(&mut q);
+        }
+        if q.shutdown {
+            return Err(WriteError::Closed);
+        }
+        if let Some(reason) = self.shared.poison_reason() {
+            return Err(WriteError::Poisoned(reason));
+        }
+        let lsn = q.start_lsn + q.buf.len() as u64;
+        assert_eq!(lsn, start, "only one appender at a time");
+        let before = q.buf.len();
+        encode(lsn, &mut q.buf);
+        assert_eq!((q.buf.len() - before) as u64, len, "encoded length as reserved");
+        drop(q);
+        self.shared.counters.records_appended.fetch_add(1, Ordering::Relaxed);
+        self.shared.queue_cv.notify_one();
+        Ok(lsn + len)
+    }
+
+    /// Makes sure segments exist up to `lsn`, activating prepared ones or
+    /// creating them. On failure nothing is changed.
+    fn ensure_allocated(&self, lsn: u64, epoch: u64) -> Result<(), WriteError> {
+        loop {
+            let alloc_end = self.shared.segments.allocated_end().unwrap_or(0);
+            if alloc_end >= lsn {
+                // Keep one segment prepared ahead once the last is half used.
+                let last_start = self.shared.segments.find(alloc_end.saturating_sub(1)).map(|s| s.start_lsn()).unwrap_or(0);
+                if lsn.saturating_sub(last_start) * 2 >= alloc_end - last_start {
+                    self.prepare_in_background(alloc_end);
+                }
+                return Ok(());
+            }
+            self.activate_segment(alloc_end, epoch)?;
+        }
+    }
+
+    fn prepare_in_background(&self, start_lsn: u64) {
+        let mut prep = self.preparing.lock();
+        if prep.as_ref().is_some_and(|(s, _)| *s == start_lsn) {
+            return;
+        }
+        if let Some((_, h)) = prep.take() {
+            let _ = h.join();
+        }
+        let storage = self.shared.storage.clone();
+        let path = segment::prepared_path(&self.shared.wal_dir, start_lsn);
+        let size = self.segment_size_bytes;
+        let handle = std::thread::Builder::new()
+            .name("wal-prealloc".into())
+            .spawn(move || preallocate(&*storage, &path, size))
+            .expect("spawn the segment preallocation thread");
+        *prep = Some((start_lsn, handle));
+    }
+
+    /// Puts the segment starting at `start_lsn` to use.
+    pub fn activate_segment(&self, start_lsn: u64, epoch: u64) -> Result<(), WriteError> {
+        let storage = &*self.shared.storage;
+        let wal_dir = &self.shared.wal_dir;
+        let prep_path = segment::prepared_path(wal_dir, start_lsn);
+        let final_path = segment::segment_path(wal_dir, start_lsn);
+        let io_err = |path: &Path, e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                WriteError::DiskFull { path: path.to_path_buf(), detail: e.to_string() }
+            } else {
+                WriteError::Io { path: path.to_path_buf(), detail: e.to_string() }
+            }
+        };
+        let prepared = match self.preparing.lock().take() {
+            Some((s, h)) if s == start_lsn => matches!(h.join(), Ok(Ok(()))),
+            Some((_, h)) => {
+                let _ = h.join();
+                false
+            }
+            None => false,
+        };
+        if !prepared {
+            preallocate(storage, &prep_path, self.segment_size_bytes).map_err(|e| io_err(&final_path, e))?;
+        }
+        let header =
+            SegmentHeader { cluster_id: self.cluster_id, epoch, start_lsn, segment_size_bytes: self.segment_size_bytes };
+        let file = storage.open(&prep_path).map_err(|e| io_err(&prep_path, e))?;
+        file.write_all_at(&header.encode(), 0).map_err(|e| io_err(&prep_path, e))?;
+        storage.rename(&prep_path, &final_path).map_err(|e| io_err(&final_path, e))?;
+        // The header and the directory entry become durable with the flusher's
+        // first fsync of this segment (it syncs the directory first).
+        self.shared.segments.insert(Arc::new(Segment::new(header, final_path, file, false)));
+        self.shared.counters.segments_created.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Blocks until everything up to `lsn` is fsynced, whatever the policy.
+    pub fn sync_to(&self, lsn: u64) -> Result<(), WriteError> {
+        let mut q = self.shared.queue.lock();
+        q.sync_requested = q.sync_requested.max(lsn);
+        self.shared.queue_cv.notify_one();
+        loop {
+            if let Some(reason) = self.shared.poison_reason() {
+                return Err(WriteError::Poisoned(reason));
+            }
+            if self.shared.synced_lsn() >= lsn {
+                return Ok(());
+            }
+            if q.shutdown {
+                return Err(WriteError::Closed);
+            }
+            self.shared.progress_cv.wait_for(&mut q, Duration::from_millis(50));
+        }
+    }
+
+    /// Completes when `lsn` is durable under the fsync policy.
+    pub async fn wait_durable(&self, lsn: u64) -> Result<(), WriteError> {
+        let rx = match self.register_waiter(lsn) {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(rx)) => rx,
+        };
+        rx.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    /// Blocking form of [`Wal::wait_durable`], for threads outside an async runtime.
+    pub fn wait_durable_blocking(&self, lsn: u64) -> Result<(), WriteError> {
+        match self.register_waiter(lsn) {
+            None => Ok(()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(rx)) => rx.blocking_recv().unwrap_or(Err(WriteError::Closed)),
+        }
+    }
+
+    fn register_waiter(&self, lsn: u64) -> Option<Result<oneshot::Receiver<Result<(), WriteError>>, WriteError>> {
+        if self.shared.ack_lsn() >= lsn {
+            return None;
+        }
+        let mut waiters = self.shared.waiters.lock();
+        // Re-check under the lock: the flusher publishes ack_lsn before it takes this lock.
+        if self.shared.ack_lsn() >= lsn {
+            return None;
+        }
+        if let Some(reason) = self.shared.poison_reason() {
+            return Some(Err(WriteError::Poisoned(reason)));
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.push((lsn, tx));
+        Some(Ok(rx))
+    }
+
+    /// Stops the flusher after it made everything durable.
+    pub fn shutdown(&self) {
+        {
+            let mut q = self.shared.queue.lock();
+            q.shutdown = true;
+        }
+        self.shared.queue_cv.notify_all();
+        self.shared.progress_cv.notify_all();
+        if let Some(h) = self.flusher.lock().take() {
+            let _ = h.join();
+        }
+        if let Some((_, h)) = self.preparing.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Creates a zero-filled, fsynced file of `size` bytes at `path`. On failure
+/// the partial file is removed.
+fn preallocate(storage: &dyn Storage, path: &Path, size: u64) -> Result<(), std::io::Error> {
+    if storage.exists(path) {
+        storage.remove(path)?;
+    }
+    let file = storage.create(path)?;
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+    let result = (|| {
+        // IMPORTANT: write real zeros rather than set_len: blocks allocated now
+        // make later fdatasyncs data-only, and a full disk shows here, not
+        // in the middle of a group commit.
+        let mut off = 0u64;
+        while off < size {
+            let n = (size - off).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], off)?;
+            off += n as u64;
+        }
+        file.sync_data()
+    })();
+    if let Err(e) = result {
+        drop(file);
+        let _ = storage.remove(path);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn flusher_loop(shared: &WalShared) {
+    let mut spare: Vec<u8> = Vec::new();
+    let mut unsynced: Vec<Arc<Segment>> = Vec::new();
+    let mut last_sync = Instant::now();
+    loop {
+        let (data, start, sync_requested, shutdown) = {
+            let mut q = shared.queue.lock();
+            loop {
+                let want_sync = q.sync_requested > shared.synced_lsn() || (q.shutdown && !unsynced.is_empty());
+                let interval_due = matches!(shared.policy, FsyncPolicy::IntervalMs(ms) if !unsynced.is_empty() && last_sync.elapsed() >= Duration::from_millis(ms));
+                if !q.buf.is_empty() || want_sync || interval_due || q.shutdown {
+                    break;
+                }
+                match shared.policy {
+                    FsyncPolicy::IntervalMs(ms) if !unsynced.is_empty() => {
+                        let left = Duration::from_millis(ms).saturating_sub(last_sync.elapsed());
+                        shared.queue_cv.wait_for(&mut q, left);
+                    }
+                    _ => shared.queue_cv.wait(&mut q),
+                }
+            }
+            spare.clear();
+            let data = std::mem::replace(&mut q.buf, std::mem::take(&mut spare));
+            let start = q.start_lsn;
+            q.start_lsn += data.len() as u64;
+            (data, start, q.sync_requested, q.shutdown)
+        };
+        shared.progress_cv.notify_all();
+        if shared.is_poisoned.load(Ordering::Acquire) {
+            if shutdown {
+                return;
+            }
+            spare = data;
+            continue;
+        }
+        let end = start + data.len() as u64;
+        if !data.is_empty() {
+            match write_batch(shared, start, &data, &mut unsynced) {
+                Ok(()) => {}
+                Err(e) => {
+                    shared.poison(format!("WAL write at LSN {start} failed: {e}"));
+                    continue;
+                }
+            }
+            shared.counters.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
+            shared.counters.flush_batches.fetch_add(1, Ordering::Relaxed);
+            shared.written_lsn.store(end, Ordering::Release);
+            shared.written_tx.send_replace(end);
+        }
+        let written = shared.written_lsn();
+        let must_sync = match shared.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(ms) => last_sync.elapsed() >= Duration::from_millis(ms),
+            FsyncPolicy::Never => false,
+        } || sync_requested > shared.synced_lsn()
+            || shutdown;
+        if must_sync && !unsynced.is_empty() {
+            if let Err(e) = sync_segments(shared, &mut unsynced) {
+                shared.poison(format!("fdatasync of the WAL failed: {e}"));
+                continue;
+            }
+            last_sync = Instant::now();
+        }
+        if must_sync || unsynced.is_empty() {
+            shared.synced_lsn.store(written, Ordering::Release);
+        }
+        let ack = match shared.policy {
+            FsyncPolicy::Always => shared.synced_lsn(),
+            _ => written,
+        };
+        shared.ack_lsn.store(ack, Ordering::Release);
+        wake_waiters(shared, ack);
+        shared.progress_cv.notify_all();
+        spare = data;
+        if shutdown && shared.queue.lock().buf.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Completes every waiter whose LSN is acknowledged.
+fn wake_waiters(shared: &WalShared, ack: u64) {
+    let mut waiters = shared.waiters.lock();
+    let mut i = 0;
+    while i < waiters.len() {
+        if waiters[i].0 <= ack {
+            let (_, tx) = waiters.swap_remove(i);
+            let _ = tx.send(Ok(()));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Writes one batch. Under `Always`, a segment the batch leaves behind is
+/// synced before the next one is written, so the medium only ever holds a
+/// prefix of the stream plus at most one partial write.
+fn write_batch(shared: &WalShared, start: u64, data: &[u8], unsynced: &mut Vec<Arc<Segment>>) -> std::io::Result<()> {
+    let mut lsn = start;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let seg = shared
+            .segments
+            .find(lsn)
+            .ok_or_else(|| std::io::Error::other(format!("no WAL segment allocated for LSN {lsn}")))?;
+        let n = usize::try_from((seg.end_lsn() - lsn).min(rest.len() as u64)).expect("fits in usize");
+        if shared.policy == FsyncPolicy::Always && !unsynced.is_empty() {
+            sync_segments(shared, unsynced)?;
+        }
+        seg.file.write_all_at(&rest[..n], seg.file_offset(lsn))?;
+        if !unsynced.iter().any(|s| Arc::ptr_eq(s, &seg)) {
+            unsynced.push(seg);
+        }
+        lsn += n as u64;
+        rest = &rest[n..];
+    }
+    Ok(())
+}
+
+fn sync_segments(shared: &WalShared, unsynced: &mut Vec<Arc<Segment>>) -> std::io::Result<()> {
+    for seg in unsynced.drain(..) {
+        if !seg.dir_synced() {
+            // IMPORTANT: fsync the directory, or the new segment may vanish in a power loss.
+            shared.storage.sync_dir(&shared.wal_dir)?;
+            seg.dir_synced.store(true, Ordering::Release);
+        }
+        seg.file.sync_data()?;
+        shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
