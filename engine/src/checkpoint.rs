@@ -76,7 +76,7 @@ pub fn list(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>, En
             }
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 

@@ -172,7 +172,7 @@ impl Engine {
     /// Opens (or initialises) the data directory and runs recovery.
     pub fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let started = Instant::now();
-        if cfg.segment_size_bytes < SEGMENT_SIZE_MIN_BYTES || cfg.segment_size_bytes % 4096 != 0 {
+        if cfg.segment_size_bytes < SEGMENT_SIZE_MIN_BYTES || !cfg.segment_size_bytes.is_multiple_of(4096) {
             return Err(EngineError::Config(format!(
                 "segment size {} must be a multiple of 4096 and at least {SEGMENT_SIZE_MIN_BYTES}",
                 cfg.segment_size_bytes

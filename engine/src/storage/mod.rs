@@ -28,6 +28,7 @@ use std::sync::Arc;
 /// - `set_len` changes the live length; durable after `sync_data`.
 /// - A write that would need more space than the device has fails with
 ///   `io::ErrorKind::StorageFull` and changes nothing.
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: Send + Sync {
     /// Current live length in bytes.
     fn len(&self) -> io::Result<u64>;

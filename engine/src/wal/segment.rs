@@ -33,7 +33,7 @@ pub const SEGMENT_SIZE_MIN_BYTES: u64 = 4096;
 /// Default segment size: 64 MiB.
 pub const SEGMENT_SIZE_DEFAULT_BYTES: u64 = 64 << 20;
 
-const _: () = assert!(SEGMENT_SIZE_DEFAULT_BYTES % 4096 == 0);
+const _: () = assert!(SEGMENT_SIZE_DEFAULT_BYTES.is_multiple_of(4096));
 const _: () = assert!(SEGMENT_HEADER_BYTES < SEGMENT_SIZE_MIN_BYTES);
 
 /// File name suffix of a segment in use.

@@ -84,6 +84,9 @@ struct Queue {
     shutdown: bool,
 }
 
+/// A segment being preallocated in the background: its start LSN and thread.
+type Preparing = (u64, JoinHandle<Result<(), std::io::Error>>);
+
 type Waiter = (u64, oneshot::Sender<Result<(), WriteError>>);
 
 pub(crate) struct WalShared {
@@ -147,7 +150,7 @@ pub(crate) struct Wal {
     cluster_id: u64,
     segment_size_bytes: u64,
     flusher: Mutex<Option<JoinHandle<()>>>,
-    preparing: Mutex<Option<(u64, JoinHandle<Result<(), std::io::Error>>)>>,
+    preparing: Mutex<Option<Preparing>>,
 }
 
 impl Wal {
