@@ -1,0 +1,186 @@
+//! Keyspace commands.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+
+use super::{glob_match, parse_int, CmdError, CmdResult, Ctx};
+use crate::resp::Args;
+use crate::store::{BatchOp, Mutation};
+
+/// DEL / UNLINK: deletes the keys that exist, as one record, and counts them.
+pub fn del(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let deleted = ctx.transact(|view| {
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut ops = Vec::new();
+        for key in args.iter().skip(1) {
+            if view.contains_key(key) && seen.insert(key) {
+                ops.push(BatchOp::Delete { key: Bytes::copy_from_slice(key) });
+            }
+        }
+        let n = ops.len();
+        let m = match ops.len() {
+            0 => None,
+            1 => match ops.pop() {
+                Some(BatchOp::Delete { key }) => Some(Mutation::Delete { key }),
+                _ => unreachable!("only deletes were pushed"),
+            },
+            _ => Some(Mutation::Batch(ops)),
+        };
+        (m, n)
+    })?;
+    ctx.out.int(deleted as i64);
+    Ok(())
+}
+
+/// EXISTS counts every argument that names a key, repeats included.
+pub fn exists(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let n = args.iter().skip(1).filter(|k| ctx.shared.store.contains_key(k)).count();
+    ctx.out.int(n as i64);
+    Ok(())
+}
+
+pub fn type_(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let t = if ctx.shared.store.contains_key(args.get(1)) { "string" } else { "none" };
+    ctx.out.simple(t);
+    Ok(())
+}
+
+/// TTL / PTTL: keys never expire, so -1 for a key and -2 for no key.
+pub fn ttl(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    ctx.out.int(if ctx.shared.store.contains_key(args.get(1)) { -1 } else { -2 });
+    Ok(())
+}
+
+/// PERSIST: no key has a timeout to remove.
+pub fn persist(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.int(0);
+    Ok(())
+}
+
+pub fn dbsize(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.int(ctx.shared.store.len() as i64);
+    Ok(())
+}
+
+/// FLUSHALL / FLUSHDB [ASYNC|SYNC]: one Clear record.
+pub fn flushall(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    match args.len() {
+        1 => {}
+        2 if args.get(1).eq_ignore_ascii_case(b"ASYNC") || args.get(1).eq_ignore_ascii_case(b"SYNC") => {}
+        _ => return Err(CmdError::Syntax),
+    }
+    ctx.transact(|_| (Some(Mutation::Clear), ()))?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// The literal prefix of a glob pattern (bytes before the first special one).
+fn literal_prefix(pattern: &[u8]) -> &[u8] {
+    let end = pattern.iter().position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\')).unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
+/// How many keys one engine scan call fetches.
+const SCAN_CHUNK: usize = 1024;
+
+pub fn keys(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let pattern = args.get(1);
+    let prefix = literal_prefix(pattern);
+    let store = &ctx.shared.store;
+    let mut found: Vec<Bytes> = Vec::new();
+    // Keys are ordered, so a literal prefix bounds the walk.
+    let mut after: Option<Bytes> = None;
+    if !prefix.is_empty() {
+        if store.contains_key(prefix) && glob_match(pattern, prefix) {
+            found.push(Bytes::copy_from_slice(prefix));
+        }
+        after = Some(Bytes::copy_from_slice(prefix));
+    }
+    'outer: loop {
+        let chunk = store.scan(after.as_deref(), SCAN_CHUNK);
+        let done = chunk.len() < SCAN_CHUNK;
+        for key in &chunk {
+            if !key.starts_with(prefix) {
+                break 'outer;
+            }
+            if glob_match(pattern, key) {
+                found.push(key.clone());
+            }
+        }
+        if done {
+            break;
+        }
+        after = chunk.last().cloned();
+    }
+    ctx.out.array(found.len());
+    for k in &found {
+        ctx.out.bulk(k);
+    }
+    Ok(())
+}
+
+/// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
+///
+/// Keys come in ascending order. A non-zero cursor stands for the last key
+/// returned (see `ScanCursors`); every key present for the whole scan is
+/// returned exactly once.
+pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let cursor_arg = args.get(1);
+    let cursor: u64 = std::str::from_utf8(cursor_arg)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CmdError::msg("ERR invalid cursor"))?;
+    let mut pattern: Option<&[u8]> = None;
+    let mut count: usize = 10;
+    let mut type_ok = true;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args.get(i);
+        if i + 1 >= args.len() {
+            return Err(CmdError::Syntax);
+        }
+        let val = args.get(i + 1);
+        if opt.eq_ignore_ascii_case(b"MATCH") {
+            pattern = Some(val).filter(|p| *p != b"*");
+        } else if opt.eq_ignore_ascii_case(b"COUNT") {
+            let n = parse_int(val)?;
+            if n < 1 {
+                return Err(CmdError::Syntax);
+            }
+            count = usize::try_from(n).unwrap_or(usize::MAX);
+        } else if opt.eq_ignore_ascii_case(b"TYPE") {
+            type_ok = val.eq_ignore_ascii_case(b"string");
+        } else {
+            return Err(CmdError::Syntax);
+        }
+        i += 2;
+    }
+    let after = if cursor == 0 {
+        None
+    } else {
+        Some(ctx.shared.scan_cursors.get(cursor).ok_or_else(|| CmdError::msg("ERR invalid cursor"))?)
+    };
+    // COUNT is a hint of work per call; bound it so one call stays short.
+    let count = count.min(1 << 20);
+    let keys = ctx.shared.store.scan(after.as_deref(), count);
+    let next = if keys.len() < count {
+        0
+    } else {
+        match keys.last() {
+            Some(last) => ctx.shared.scan_cursors.insert(last.clone()),
+            None => 0,
+        }
+    };
+    let matching: Vec<&Bytes> = keys
+        .iter()
+        .filter(|k| type_ok && pattern.map_or(true, |p| glob_match(p, k)))
+        .collect();
+    ctx.out.array(2);
+    ctx.out.bulk(next.to_string().as_bytes());
+    ctx.out.array(matching.len());
+    for k in matching {
+        ctx.out.bulk(k);
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! String commands. Every read-modify-write runs inside one
+//! `Ctx::transact`, and logs the resulting value, never the operation.
+
+use bytes::Bytes;
+
+use super::{parse_int, CmdError, CmdResult, Ctx};
+use crate::resp::{parse_i64, Args};
+use crate::store::{BatchOp, Mutation};
+
+/// Error for every way of asking for expiry: walship has no durable expiry.
+pub const EXPIRY_UNSUPPORTED: &str = "ERR key expiry is not supported by walship (keys never expire; \
+     SET EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX, GETEX and EXPIRE are refused)";
+
+pub fn get(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let v = ctx.shared.store.get(args.get(1));
+    ctx.out.optional_bulk(v.as_deref());
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let mut cond = Condition::Always;
+    let mut return_old = false;
+    let mut expiry = false;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args.get(i);
+        let has_next = i + 1 < args.len();
+        if opt.eq_ignore_ascii_case(b"NX") && cond != Condition::IfPresent {
+            cond = Condition::IfAbsent;
+        } else if opt.eq_ignore_ascii_case(b"XX") && cond != Condition::IfAbsent {
+            cond = Condition::IfPresent;
+        } else if opt.eq_ignore_ascii_case(b"GET") {
+            return_old = true;
+        } else if opt.eq_ignore_ascii_case(b"KEEPTTL") && !expiry {
+            expiry = true;
+        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"].iter().any(|o| opt.eq_ignore_ascii_case(o))
+            && has_next
+            && !expiry
+        {
+            expiry = true;
+            i += 1;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+        i += 1;
+    }
+    if expiry {
+        return Err(CmdError::msg(EXPIRY_UNSUPPORTED));
+    }
+    let key = Bytes::copy_from_slice(args.get(1));
+    let value = Bytes::copy_from_slice(args.get(2));
+    let (written, old) = ctx.transact(|view| {
+        let current = view.get(&key);
+        let old = if return_old { current.cloned() } else { None };
+        let go = match cond {
+            Condition::Always => true,
+            Condition::IfAbsent => current.is_none(),
+            Condition::IfPresent => current.is_some(),
+        };
+        if go {
+            (Some(Mutation::Put { key, value }), (true, old))
+        } else {
+            (None, (false, old))
+        }
+    })?;
+    if return_old {
+        ctx.out.optional_bulk(old.as_deref());
+    } else if written {
+        ctx.out.ok();
+    } else {
+        ctx.out.null();
+    }
+    Ok(())
+}
+
+pub fn setnx(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = Bytes::copy_from_slice(args.get(1));
+    let value = Bytes::copy_from_slice(args.get(2));
+    let written = ctx.transact(|view| {
+        if view.contains_key(&key) {
+            (None, false)
+        } else {
+            (Some(Mutation::Put { key, value }), true)
+        }
+    })?;
+    ctx.out.int(i64::from(written));
+    Ok(())
+}
+
+pub fn getset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = Bytes::copy_from_slice(args.get(1));
+    let value = Bytes::copy_from_slice(args.get(2));
+    let old = ctx.transact(|view| {
+        let old = view.get(&key).cloned();
+        (Some(Mutation::Put { key, value }), old)
+    })?;
+    ctx.out.optional_bulk(old.as_deref());
+    Ok(())
+}
+
+pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let old = ctx.transact(|view| match view.get(key) {
+        Some(v) => (Some(Mutation::Delete { key: Bytes::copy_from_slice(key) }), Some(v.clone())),
+        None => (None, None),
+    })?;
+    ctx.out.optional_bulk(old.as_deref());
+    Ok(())
+}
+
+/// GETEX without options is GET; any option would touch expiry.
+pub fn getex(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    if args.len() > 2 {
+        let opt = args.get(2);
+        if args.len() == 3 && opt.eq_ignore_ascii_case(b"PERSIST") {
+            return get(ctx, args);
+        }
+        return Err(CmdError::msg(EXPIRY_UNSUPPORTED));
+    }
+    get(ctx, args)
+}
+
+pub fn expiry_refused(_ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    Err(CmdError::msg(EXPIRY_UNSUPPORTED))
+}
+
+pub fn mget(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    ctx.out.array(args.len() - 1);
+    for key in args.iter().skip(1) {
+        let v = ctx.shared.store.get(key);
+        ctx.out.optional_bulk(v.as_deref());
+    }
+    Ok(())
+}
+
+fn pairs_to_batch(args: Args<'_>) -> Vec<BatchOp> {
+    let mut ops = Vec::with_capacity((args.len() - 1) / 2);
+    let mut i = 1;
+    while i + 1 < args.len() {
+        ops.push(BatchOp::Put { key: Bytes::copy_from_slice(args.get(i)), value: Bytes::copy_from_slice(args.get(i + 1)) });
+        i += 2;
+    }
+    ops
+}
+
+/// MSET: all pairs in one Batch record, so a crash keeps all or none.
+pub fn mset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 == 0 {
+        return Err(CmdError::arity("mset"));
+    }
+    let ops = pairs_to_batch(args);
+    ctx.transact(|_| (Some(Mutation::Batch(ops)), ()))?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn msetnx(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 == 0 {
+        return Err(CmdError::arity("msetnx"));
+    }
+    let ops = pairs_to_batch(args);
+    let written = ctx.transact(|view| {
+        let any_exists = ops.iter().any(|op| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => view.contains_key(key),
+        });
+        if any_exists {
+            (None, false)
+        } else {
+            (Some(Mutation::Batch(ops)), true)
+        }
+    })?;
+    ctx.out.int(i64::from(written));
+    Ok(())
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
+    let result = ctx.transact(|view| {
+        let current: i64 = match view.get(key) {
+            None => 0,
+            Some(v) => match parse_i64(v) {
+                Some(n) => n,
+                None => return (None, Err(CmdError::NotInteger)),
+            },
+        };
+        let Some(new) = current.checked_add(delta) else {
+            return (None, Err(CmdError::msg("ERR increment or decrement would overflow")));
+        };
+        let value = Bytes::from(new.to_string());
+        (Some(Mutation::Put { key: Bytes::copy_from_slice(key), value }), Ok(new))
+    })?;
+    ctx.out.int(result?);
+    Ok(())
+}
+
+pub fn incr(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), 1)
+}
+
+pub fn decr(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    incr_by(ctx, args.get(1), -1)
+}
+
+pub fn incrby(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let delta = parse_int(args.get(2))?;
+    incr_by(ctx, args.get(1), delta)
+}
+
+pub fn decrby(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let delta = parse_int(args.get(2))?;
+    let Some(neg) = delta.checked_neg() else {
+        return Err(CmdError::msg("ERR decrement would overflow"));
+    };
+    incr_by(ctx, args.get(1), neg)
+}
+
+pub fn append(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let suffix = args.get(2);
+    let len = ctx.transact(|view| {
+        let current = view.get(key).map(|v| &v[..]).unwrap_or(b"");
+        let mut new = Vec::with_capacity(current.len() + suffix.len());
+        new.extend_from_slice(current);
+        new.extend_from_slice(suffix);
+        let len = new.len();
+        (Some(Mutation::Put { key: Bytes::copy_from_slice(key), value: Bytes::from(new) }), len)
+    })?;
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+pub fn strlen(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let len = ctx.shared.store.get(args.get(1)).map_or(0, |v| v.len());
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+/// GETRANGE key start end, with Redis's negative-index rules.
+pub fn getrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let start = parse_int(args.get(2))?;
+    let end = parse_int(args.get(3))?;
+    let v = ctx.shared.store.get(args.get(1)).unwrap_or_default();
+    let len = v.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        ctx.out.bulk(b"");
+        return Ok(());
+    }
+    let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+    let (s, e) = (norm(start), norm(end).min(len - 1));
+    if s > e || s >= len {
+        ctx.out.bulk(b"");
+    } else {
+        ctx.out.bulk(&v[s as usize..=e as usize]);
+    }
+    Ok(())
+}

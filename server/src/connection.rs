@@ -1,0 +1,251 @@
+//! One client connection: read, parse every complete request in the buffer,
+//! execute them, wait once for the durability of the batch's writes, and
+//! send all replies with one write.
+//!
+//! Bounds: the unparsed input is capped by `client-query-buffer-limit`, the
+//! replies of a batch are flushed every [`FLUSH_THRESHOLD_BYTES`], and a
+//! single reply larger than `client-output-buffer-limit` closes the client.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::commands::{self, ClientState, Ctx};
+use crate::reply::{Protocol, Reply};
+use crate::resp::{Limits, Parsed, Parser, ProtocolError, Request};
+use crate::state::{ClientInfo, Shared};
+use crate::store::Lsn;
+
+/// Replies of one batch are sent once they reach this size, so a long
+/// pipeline does not buffer unbounded output.
+pub const FLUSH_THRESHOLD_BYTES: usize = 64 * 1024;
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Unregisters the client however the task ends (error, panic, shutdown).
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.clients.unregister(self.id);
+        self.shared.clients.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes that were executed but whose replies wait for durability.
+#[derive(Default)]
+struct Batch {
+    /// Highest LSN written in this batch.
+    lsn: Option<Lsn>,
+    /// Offset in the output buffer where the first write's reply starts.
+    first_write_reply_at: usize,
+    /// Commands executed since (and including) the first write.
+    commands_since_first_write: usize,
+    /// (command index, start, failed) of each write, for metrics.
+    writes: Vec<(usize, Instant, bool)>,
+}
+
+pub struct Connection {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    parser: Parser,
+    req: Request,
+    out: Reply,
+    client: ClientState,
+    batch: Batch,
+}
+
+/// Serves one client until it disconnects, misbehaves, or the server shuts
+/// down. `connected` must already count this client; it is decremented here.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, info: Arc<ClientInfo>, shutdown: watch::Receiver<bool>) {
+    let _registration = Registration { shared: shared.clone(), id: info.id };
+    let id = info.id;
+    let addr = info.addr;
+    let limits = Limits::new(shared.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed));
+    let client = ClientState::new(info, &shared);
+    let mut conn = Connection {
+        shared,
+        stream,
+        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        parser: Parser::new(limits),
+        req: Request::new(),
+        out: Reply::new(Protocol::Resp2),
+        client,
+        batch: Batch::default(),
+    };
+    tracing::debug!(client = id, %addr, "client connected");
+    match conn.run(shutdown).await {
+        Ok(()) => tracing::debug!(client = id, %addr, "client disconnected"),
+        Err(e) => tracing::debug!(client = id, %addr, error = %e, "client connection ended with an error"),
+    }
+}
+
+enum Next {
+    Read,
+    Close,
+}
+
+impl Connection {
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> io::Result<()> {
+        loop {
+            if *shutdown.borrow_and_update() {
+                return Ok(());
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK_BYTES / 4 {
+                self.rbuf.reserve(READ_CHUNK_BYTES);
+            }
+            let n = tokio::select! {
+                r = self.stream.read_buf(&mut self.rbuf) => r?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.shared.metrics.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            match self.process_input().await? {
+                Next::Read => {}
+                Next::Close => return Ok(()),
+            }
+            let limit = self.shared.runtime.client_query_buffer_limit_bytes.load(Ordering::Relaxed);
+            if self.rbuf.len() as u64 > limit {
+                tracing::warn!(client = self.client.info.id, bytes = self.rbuf.len(), "closing client over client-query-buffer-limit");
+                self.shared.metrics.output_limit_disconnects.fetch_add(1, Ordering::Relaxed);
+                self.out.error(&format!("ERR {}", ProtocolError::QueryBufferLimit));
+                self.write_out().await?;
+                return Ok(());
+            }
+            self.client.info.query_buffer_bytes.store(self.rbuf.len() as u64, Ordering::Relaxed);
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 1024 * 1024 {
+                // A huge request is done; give its memory back.
+                self.rbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            }
+        }
+    }
+
+    /// Executes every complete request in the read buffer.
+    async fn process_input(&mut self) -> io::Result<Next> {
+        self.parser.set_max_bulk_bytes(self.shared.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed));
+        let output_limit = self.shared.runtime.client_output_buffer_limit_bytes.load(Ordering::Relaxed);
+        let now_ms = self.client.info.created.elapsed().as_millis() as u64;
+        self.client.info.last_active_ms.store(now_ms, Ordering::Relaxed);
+        loop {
+            let parsed = self.parser.parse(&self.rbuf[..], &mut self.req, self.client.authenticated);
+            match parsed {
+                Ok(Parsed::Complete { consumed }) => {
+                    let start = Instant::now();
+                    let reply_at = self.out.len();
+                    let (outcome, lsn) = {
+                        let args = self.req.args(&self.rbuf[..consumed]);
+                        let mut ctx = Ctx::new(&self.shared, &mut self.client, &mut self.out);
+                        let outcome = commands::execute(&mut ctx, args);
+                        (outcome, ctx.lsn)
+                    };
+                    self.rbuf.advance(consumed);
+                    self.account(outcome, lsn, start, reply_at);
+                    if self.out.len() as u64 > output_limit {
+                        tracing::warn!(
+                            client = self.client.info.id,
+                            bytes = self.out.len(),
+                            "closing client over client-output-buffer-limit"
+                        );
+                        self.shared.metrics.output_limit_disconnects.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Next::Close);
+                    }
+                    if self.client.close_after_reply {
+                        self.flush().await?;
+                        return Ok(Next::Close);
+                    }
+                    if self.out.len() >= FLUSH_THRESHOLD_BYTES {
+                        self.flush().await?;
+                    }
+                }
+                Ok(Parsed::Empty { consumed }) => self.rbuf.advance(consumed),
+                Ok(Parsed::Incomplete) => {
+                    self.flush().await?;
+                    return Ok(Next::Read);
+                }
+                Err(e) => {
+                    tracing::debug!(client = self.client.info.id, error = %e, "closing client after protocol error");
+                    self.shared.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    self.flush().await?;
+                    self.out.error(&format!("ERR {e}"));
+                    self.write_out().await?;
+                    return Ok(Next::Close);
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, outcome: commands::Outcome, lsn: Option<Lsn>, start: Instant, reply_at: usize) {
+        let Some(idx) = outcome.command else {
+            self.shared.metrics.unknown_commands.fetch_add(1, Ordering::Relaxed);
+            if self.batch.lsn.is_some() {
+                self.batch.commands_since_first_write += 1;
+            }
+            return;
+        };
+        self.client.info.last_command.store(idx, Ordering::Relaxed);
+        match lsn {
+            Some(lsn) => {
+                if self.batch.lsn.is_none() {
+                    self.batch.first_write_reply_at = reply_at;
+                }
+                self.batch.lsn = Some(self.batch.lsn.map_or(lsn, |prev| prev.max(lsn)));
+                self.batch.commands_since_first_write += 1;
+                self.batch.writes.push((idx, start, outcome.failed));
+            }
+            None => {
+                if self.batch.lsn.is_some() {
+                    self.batch.commands_since_first_write += 1;
+                }
+                self.shared.metrics.record(idx, start.elapsed(), outcome.failed);
+            }
+        }
+    }
+
+    /// Waits until this batch's writes are durable, then sends the replies.
+    /// If they cannot be made durable, every reply from the first write on is
+    /// replaced by the error: no client is told OK for a write that may be lost.
+    async fn flush(&mut self) -> io::Result<()> {
+        if let Some(lsn) = self.batch.lsn.take() {
+            // IMPORTANT: no reply to a write leaves before this returns Ok.
+            let result = self.shared.store.wait_durable(lsn).await;
+            let failed = result.is_err();
+            if let Err(e) = result {
+                self.shared.metrics.durability_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(lsn, error = %e, "writes could not be made durable; replying with errors");
+                self.out.truncate(self.batch.first_write_reply_at);
+                let msg = format!("ERR {e}");
+                for _ in 0..self.batch.commands_since_first_write {
+                    self.out.error(&msg);
+                }
+            }
+            for (idx, start, cmd_failed) in self.batch.writes.drain(..) {
+                self.shared.metrics.record(idx, start.elapsed(), cmd_failed || failed);
+            }
+            self.batch.commands_since_first_write = 0;
+        }
+        self.write_out().await
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.client.info.output_buffer_bytes.store(self.out.len() as u64, Ordering::Relaxed);
+        self.stream.write_all(self.out.as_bytes()).await?;
+        self.shared.metrics.net_output_bytes.fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        self.out.clear();
+        self.client.info.output_buffer_bytes.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}

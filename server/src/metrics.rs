@@ -1,0 +1,230 @@
+//! Counters and latency histograms, rendered in Prometheus text format for
+//! `/metrics` and as `INFO commandstats`.
+//!
+//! Recording is a few relaxed atomic adds per command: no locks, no allocation.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::commands::COMMANDS;
+use crate::state::Shared;
+
+/// Upper bounds of the latency buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 19] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Calls, failures and latency of one command.
+pub struct CommandMetrics {
+    pub calls: AtomicU64,
+    pub failed_calls: AtomicU64,
+    pub latency_us_total: AtomicU64,
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+}
+
+impl CommandMetrics {
+    fn new() -> CommandMetrics {
+        CommandMetrics {
+            calls: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
+            latency_us_total: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn reset(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.failed_calls.store(0, Ordering::Relaxed);
+        self.latency_us_total.store(0, Ordering::Relaxed);
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Server-side metrics (the engine keeps its own counters; see `Store::stats`).
+pub struct Metrics {
+    /// One entry per command in [`COMMANDS`].
+    pub commands: Vec<CommandMetrics>,
+    pub unknown_commands: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub output_limit_disconnects: AtomicU64,
+    pub durability_failures: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            commands: COMMANDS.iter().map(|_| CommandMetrics::new()).collect(),
+            unknown_commands: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            output_limit_disconnects: AtomicU64::new(0),
+            durability_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one call of command `idx` that took `elapsed` (until its reply
+    /// could be sent, durability wait included).
+    pub fn record(&self, idx: usize, elapsed: Duration, failed: bool) {
+        let m = &self.commands[idx];
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        m.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            m.failed_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        m.latency_us_total.fetch_add(us, Ordering::Relaxed);
+        let slot = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
+        m.buckets[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset(&self) {
+        for m in &self.commands {
+            m.reset();
+        }
+        self.unknown_commands.store(0, Ordering::Relaxed);
+        self.rejected_connections.store(0, Ordering::Relaxed);
+        self.net_input_bytes.store(0, Ordering::Relaxed);
+        self.net_output_bytes.store(0, Ordering::Relaxed);
+        self.protocol_errors.store(0, Ordering::Relaxed);
+        self.output_limit_disconnects.store(0, Ordering::Relaxed);
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// The `/metrics` page.
+pub fn render_prometheus(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut out = String::with_capacity(16 * 1024);
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+    let _ = writeln!(out, "# HELP walship_commands_total Commands executed, by command.");
+    let _ = writeln!(out, "# TYPE walship_commands_total counter");
+    for (spec, cm) in COMMANDS.iter().zip(&m.commands) {
+        let calls = load(&cm.calls);
+        if calls > 0 {
+            let _ = writeln!(out, "walship_commands_total{{cmd=\"{}\"}} {calls}", spec.name);
+        }
+    }
+    let _ = writeln!(out, "# HELP walship_command_errors_total Commands that replied with an error, by command.");
+    let _ = writeln!(out, "# TYPE walship_command_errors_total counter");
+    for (spec, cm) in COMMANDS.iter().zip(&m.commands) {
+        if load(&cm.calls) > 0 {
+            let _ = writeln!(out, "walship_command_errors_total{{cmd=\"{}\"}} {}", spec.name, load(&cm.failed_calls));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP walship_command_duration_seconds Time from the start of a command until its reply could be sent (durability wait included)."
+    );
+    let _ = writeln!(out, "# TYPE walship_command_duration_seconds histogram");
+    for (spec, cm) in COMMANDS.iter().zip(&m.commands) {
+        let calls = load(&cm.calls);
+        if calls == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, bound_us) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += load(&cm.buckets[i]);
+            let _ = writeln!(
+                out,
+                "walship_command_duration_seconds_bucket{{cmd=\"{}\",le=\"{}\"}} {cumulative}",
+                spec.name,
+                *bound_us as f64 / 1e6
+            );
+        }
+        cumulative += load(&cm.buckets[LATENCY_BUCKETS_US.len()]);
+        let _ = writeln!(
+            out,
+            "walship_command_duration_seconds_bucket{{cmd=\"{}\",le=\"+Inf\"}} {cumulative}",
+            spec.name
+        );
+        let _ = writeln!(
+            out,
+            "walship_command_duration_seconds_sum{{cmd=\"{}\"}} {}",
+            spec.name,
+            load(&cm.latency_us_total) as f64 / 1e6
+        );
+        let _ = writeln!(out, "walship_command_duration_seconds_count{{cmd=\"{}\"}} {cumulative}", spec.name);
+    }
+    counter(&mut out, "walship_unknown_commands_total", "Requests naming a command walship does not have.", load(&m.unknown_commands));
+
+    gauge(&mut out, "walship_connected_clients", "Client connections open now.", load(&shared.clients.connected));
+    counter(&mut out, "walship_connections_total", "Client connections accepted since start.", load(&m.connections_total));
+    counter(
+        &mut out,
+        "walship_rejected_connections_total",
+        "Connections refused because max-clients was reached.",
+        load(&m.rejected_connections),
+    );
+    counter(&mut out, "walship_net_input_bytes_total", "Bytes read from clients.", load(&m.net_input_bytes));
+    counter(&mut out, "walship_net_output_bytes_total", "Bytes written to clients.", load(&m.net_output_bytes));
+    counter(
+        &mut out,
+        "walship_protocol_errors_total",
+        "Connections closed for malformed RESP.",
+        load(&m.protocol_errors),
+    );
+    counter(
+        &mut out,
+        "walship_output_limit_disconnects_total",
+        "Clients closed for exceeding client-output-buffer-limit or client-query-buffer-limit.",
+        load(&m.output_limit_disconnects),
+    );
+    counter(
+        &mut out,
+        "walship_durability_failures_total",
+        "Batches whose writes could not be made durable (clients got errors).",
+        load(&m.durability_failures),
+    );
+
+    let s = shared.store.stats();
+    counter(&mut out, "walship_wal_bytes_written_total", "Bytes appended to the WAL.", s.wal_bytes_written);
+    counter(&mut out, "walship_wal_fsyncs_total", "fsync/fdatasync calls on the WAL.", s.fsyncs);
+    counter(&mut out, "walship_wal_records_total", "WAL records written.", s.records_written);
+    counter(
+        &mut out,
+        "walship_wal_group_commits_total",
+        "Group commits (one write and one fsync for a batch of records).",
+        s.group_commits,
+    );
+    let per_commit = if s.group_commits > 0 { s.records_written as f64 / s.group_commits as f64 } else { 0.0 };
+    gauge(&mut out, "walship_wal_records_per_group_commit", "Average WAL records per group commit since start.", per_commit);
+    counter(&mut out, "walship_checkpoints_total", "Checkpoints written.", s.checkpoints);
+    counter(
+        &mut out,
+        "walship_checkpoint_duration_seconds_total",
+        "Time spent writing checkpoints.",
+        s.checkpoint_ms_total as f64 / 1e3,
+    );
+    gauge(&mut out, "walship_last_checkpoint_lsn", "LSN covered by the latest checkpoint.", s.last_checkpoint_lsn);
+    gauge(&mut out, "walship_wal_end_lsn", "End of the WAL (next LSN to assign).", shared.store.end_lsn());
+    gauge(&mut out, "walship_wal_flushed_lsn", "WAL durable up to this LSN.", shared.store.flushed_lsn());
+    gauge(&mut out, "walship_keys", "Keys stored.", shared.store.len());
+    gauge(&mut out, "walship_uptime_seconds", "Seconds since the server started.", shared.started.elapsed().as_secs());
+    out
+}

@@ -1,0 +1,159 @@
+//! Starting, running and stopping a server: lock the data directory, open
+//! (recover) the engine, listen, accept clients up to `max-clients`, and on
+//! shutdown drain connections and make everything durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::config::ServerConfig;
+use crate::lock::DataDirLock;
+use crate::state::Shared;
+use crate::store::Store;
+
+/// A server that is listening and ready; [`Server::run`] serves it.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    _lock: DataDirLock,
+}
+
+impl Server {
+    /// Locks the data directory, recovers the engine and binds the ports.
+    pub async fn start(cfg: ServerConfig) -> anyhow::Result<Server> {
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
+        let open_cfg = cfg.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&open_cfg))
+            .await
+            .context("engine open task failed")??;
+        tracing::info!(
+            data_dir = %cfg.data_dir.display(),
+            recovered_lsn = store.end_lsn(),
+            keys = store.len(),
+            fsync = %cfg.fsync,
+            "storage engine opened"
+        );
+        let addr = cfg.listen_addr();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (is another server using the port?)"))?;
+        let admin = match cfg.admin_port {
+            Some(port) => {
+                let admin_addr = if cfg.bind.contains(':') {
+                    format!("[{}]:{port}", cfg.bind.trim_matches(['[', ']']))
+                } else {
+                    format!("{}:{port}", cfg.bind)
+                };
+                Some(
+                    TcpListener::bind(&admin_addr)
+                        .await
+                        .with_context(|| format!("cannot listen on admin address {admin_addr}"))?,
+                )
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(store, cfg));
+        let local = listener.local_addr()?;
+        shared.port.store(u64::from(local.port()), Ordering::Relaxed);
+        Ok(Server { shared, listener, admin, _lock: lock })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// Serves until shutdown is triggered, then drains and closes the engine.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server { shared, listener, admin, _lock } = self;
+        let admin_task = admin.map(|l| {
+            tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin HTTP listening (/metrics, /health, /status)");
+            tokio::spawn(crate::admin::serve(shared.clone(), l))
+        });
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            data_dir = %shared.config.data_dir.display(),
+            "walship ready to accept connections"
+        );
+
+        // Every connection task holds a sender; when all are gone, recv() ends.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut shutdown = shared.shutdown_signal();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (mut stream, addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let max = shared.runtime.max_clients.load(Ordering::Relaxed);
+            if shared.clients.connected.fetch_add(1, Ordering::AcqRel) >= max {
+                shared.clients.connected.fetch_sub(1, Ordering::AcqRel);
+                shared.metrics.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                });
+                continue;
+            }
+            shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            let laddr = stream.local_addr().unwrap_or(addr);
+            let info = shared.clients.register(addr, laddr);
+            let shared2 = shared.clone();
+            let alive = alive_tx.clone();
+            let signal = shared.shutdown_signal();
+            tokio::spawn(async move {
+                crate::connection::serve(shared2, stream, info, signal).await;
+                drop(alive);
+            });
+        }
+
+        drop(listener);
+        drop(alive_tx);
+        tracing::info!(clients = shared.clients.connected.load(Ordering::Relaxed), "stopped accepting; draining connections");
+        let drain = Duration::from_secs(crate::shutdown::DRAIN_TIMEOUT_SECS);
+        if tokio::time::timeout(drain, alive_rx.recv()).await.is_err() {
+            tracing::warn!("connections still busy after {drain:?}; closing anyway");
+        }
+        if let Some(t) = admin_task {
+            t.abort();
+        }
+        let store = shared.store.clone();
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .context("engine shutdown task failed")?
+            .context("engine shutdown failed")?;
+        tracing::info!(lsn = shared.store.end_lsn(), "engine shut down cleanly; everything is durable");
+        Ok(())
+    }
+}
+
+/// `walship server`: start, serve until SIGTERM/SIGINT/SHUTDOWN, stop.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    if cfg.requirepass.is_none() && cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1" {
+        tracing::warn!(bind = %cfg.bind, "listening beyond loopback without requirepass: anyone who can reach the port can read and write");
+    }
+    let server = Server::start(cfg).await?;
+    crate::shutdown::install(server.shared().clone())?;
+    server.run().await
+}

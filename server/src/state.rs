@@ -1,0 +1,218 @@
+//! State shared by every connection: the store, the settings that CONFIG SET
+//! may change, the client registry, metrics, and the shutdown signal.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything a connection task needs, behind one `Arc`.
+pub struct Shared {
+    pub store: Store,
+    /// Settings as started; the changeable ones are mirrored in `runtime`.
+    pub config: ServerConfig,
+    pub runtime: RuntimeConfig,
+    pub metrics: Metrics,
+    pub clients: Clients,
+    pub scan_cursors: ScanCursors,
+    pub started: Instant,
+    pub started_unix_secs: u64,
+    /// The port actually bound (differs from `config.port` when it was 0).
+    pub port: AtomicU64,
+    pub persistence: Persistence,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(store: Store, config: ServerConfig) -> Shared {
+        let (shutdown_tx, _) = watch::channel(false);
+        Shared {
+            store,
+            runtime: RuntimeConfig::new(&config),
+            port: AtomicU64::new(u64::from(config.port)),
+            config,
+            metrics: Metrics::new(),
+            clients: Clients::default(),
+            scan_cursors: ScanCursors::default(),
+            started: Instant::now(),
+            started_unix_secs: unix_secs(),
+            persistence: Persistence::default(),
+            shutdown_tx,
+        }
+    }
+
+    /// Asks the server to shut down gracefully (SIGTERM, SIGINT, SHUTDOWN).
+    pub fn trigger_shutdown(&self) {
+        self.shutdown_tx.send_replace(true);
+    }
+
+    /// A receiver that sees `true` once shutdown has begun.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown_tx.borrow()
+    }
+}
+
+pub fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Settings that `CONFIG SET` may change while the server runs.
+pub struct RuntimeConfig {
+    requirepass: RwLock<Option<Arc<str>>>,
+    pub max_clients: AtomicU64,
+    pub client_output_buffer_limit_bytes: AtomicU64,
+    pub client_query_buffer_limit_bytes: AtomicU64,
+    pub proto_max_bulk_len_bytes: AtomicU64,
+}
+
+impl RuntimeConfig {
+    fn new(cfg: &ServerConfig) -> RuntimeConfig {
+        RuntimeConfig {
+            requirepass: RwLock::new(cfg.requirepass.as_deref().map(Arc::from)),
+            max_clients: AtomicU64::new(cfg.max_clients),
+            client_output_buffer_limit_bytes: AtomicU64::new(cfg.client_output_buffer_limit_bytes),
+            client_query_buffer_limit_bytes: AtomicU64::new(cfg.client_query_buffer_limit_bytes),
+            proto_max_bulk_len_bytes: AtomicU64::new(cfg.proto_max_bulk_len_bytes),
+        }
+    }
+
+    pub fn requirepass(&self) -> Option<Arc<str>> {
+        self.requirepass.read().clone()
+    }
+
+    pub fn set_requirepass(&self, pass: Option<&str>) {
+        *self.requirepass.write() = pass.filter(|p| !p.is_empty()).map(Arc::from);
+    }
+}
+
+/// Save (checkpoint) bookkeeping for SAVE, BGSAVE, LASTSAVE and INFO.
+#[derive(Default)]
+pub struct Persistence {
+    pub bgsave_in_progress: AtomicBool,
+    pub last_save_unix_secs: AtomicU64,
+    /// 1 = ok, 2 = failed, 0 = never ran.
+    pub last_save_status: AtomicU8,
+}
+
+/// One client as seen by `CLIENT LIST` and `INFO clients`.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub created: Instant,
+    pub name: Mutex<Option<String>>,
+    pub lib_name: Mutex<Option<String>>,
+    pub lib_ver: Mutex<Option<String>>,
+    /// Milliseconds since `created` of the last command.
+    pub last_active_ms: AtomicU64,
+    /// Index into the command table of the last command (`usize::MAX`: none).
+    pub last_command: AtomicUsize,
+    pub resp: AtomicU8,
+    pub query_buffer_bytes: AtomicU64,
+    pub output_buffer_bytes: AtomicU64,
+}
+
+/// The registry of connected clients.
+#[derive(Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    map: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    pub connected: AtomicU64,
+}
+
+impl Clients {
+    /// Registers a client and hands out its id (ids start at 1 and never repeat).
+    pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            name: Mutex::new(None),
+            lib_name: Mutex::new(None),
+            lib_ver: Mutex::new(None),
+            last_active_ms: AtomicU64::new(0),
+            last_command: AtomicUsize::new(usize::MAX),
+            resp: AtomicU8::new(2),
+            query_buffer_bytes: AtomicU64::new(0),
+            output_buffer_bytes: AtomicU64::new(0),
+        });
+        self.map.lock().insert(id, info.clone());
+        info
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.map.lock().remove(&id);
+    }
+
+    /// A snapshot of all clients, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.map.lock().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+}
+
+/// SCAN cursors. Redis clients (redis-cli, the `redis` crate) parse the cursor
+/// as an unsigned integer, but the engine resumes a scan after a key; this
+/// table maps the numbers handed out to the keys they stand for. It is
+/// shared by all connections (pooled clients continue a scan on another
+/// connection) and bounded: the oldest cursors are forgotten first.
+pub struct ScanCursors {
+    inner: Mutex<CursorTable>,
+}
+
+struct CursorTable {
+    by_id: HashMap<u64, Bytes>,
+    order: VecDeque<u64>,
+    next: u64,
+}
+
+impl ScanCursors {
+    /// How many cursors are remembered at once.
+    pub const CAPACITY: usize = 16 * 1024;
+
+    /// Remembers `after_key` and returns the cursor number for it (never 0).
+    pub fn insert(&self, after_key: Bytes) -> u64 {
+        let mut t = self.inner.lock();
+        // Random-looking, non-zero, fits in i64 so signed parsers are happy too.
+        t.next = t.next.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let id = (t.next >> 1).max(1);
+        if t.order.len() >= Self::CAPACITY {
+            if let Some(old) = t.order.pop_front() {
+                t.by_id.remove(&old);
+            }
+        }
+        t.by_id.insert(id, after_key);
+        t.order.push_back(id);
+        id
+    }
+
+    /// The key a cursor resumes after, if the cursor is known.
+    pub fn get(&self, id: u64) -> Option<Bytes> {
+        self.inner.lock().by_id.get(&id).cloned()
+    }
+}
+
+impl Default for ScanCursors {
+    fn default() -> Self {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        ScanCursors {
+            inner: Mutex::new(CursorTable { by_id: HashMap::new(), order: VecDeque::new(), next: seed }),
+        }
+    }
+}
