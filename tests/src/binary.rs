@@ -88,6 +88,10 @@ fn build() -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     let bin = target.join("release").join("walship");
-    assert!(bin.is_file(), "cargo build succeeded but {} is missing", bin.display());
+    assert!(
+        bin.is_file(),
+        "cargo build succeeded but {} is missing",
+        bin.display()
+    );
     bin
 }

@@ -21,6 +21,8 @@
 //! - [`resp`] is a deliberately small RESP reader/writer over a raw
 //!   `TcpStream`, for tests that must see exact wire bytes or send hostile
 //!   ones.
+//! - [`dump`] reads a server's whole keyspace (`SCAN` + `MGET`) for
+//!   comparison with what the test wrote.
 //! - [`http`] is a minimal HTTP/1.0 GET client for the admin endpoints.
 //! - [`seed`] gives every randomized test a printed, replayable seed
 //!   (`WALSHIP_SEED`).
@@ -41,6 +43,7 @@
 //! long anything took.
 
 pub mod binary;
+pub mod dump;
 pub mod http;
 pub mod ports;
 pub mod process;

@@ -60,7 +60,9 @@ impl Reply {
         match self {
             Reply::Map(pairs) => pairs
                 .iter()
-                .find(|(k, _)| matches!(k, Reply::Simple(_) | Reply::Bulk(Some(_))) && k.text() == key)
+                .find(|(k, _)| {
+                    matches!(k, Reply::Simple(_) | Reply::Bulk(Some(_))) && k.text() == key
+                })
                 .map(|(_, v)| v),
             other => panic!("expected a map reply, got {other:?}"),
         }
@@ -83,7 +85,10 @@ impl fmt::Debug for Reply {
             Reply::Array(Some(items)) => f.debug_list().entries(items).finish(),
             Reply::Array(None) => write!(f, "*nil"),
             Reply::Null => write!(f, "_"),
-            Reply::Map(pairs) => f.debug_map().entries(pairs.iter().map(|(k, v)| (k, v))).finish(),
+            Reply::Map(pairs) => f
+                .debug_map()
+                .entries(pairs.iter().map(|(k, v)| (k, v)))
+                .finish(),
             Reply::Set(items) => write!(f, "~{items:?}"),
             Reply::Push(items) => write!(f, ">{items:?}"),
             Reply::Double(d) => write!(f, ",{d}"),
@@ -178,7 +183,10 @@ impl RawConn {
             b'>' => Reply::Push(self.read_items(parse_int(rest)?)?),
             b'%' => {
                 let len = parse_int(rest)?;
-                let mut items = self.read_items(len.checked_mul(2).ok_or_else(|| invalid("map too long".into()))?)?;
+                let mut items = self.read_items(
+                    len.checked_mul(2)
+                        .ok_or_else(|| invalid("map too long".into()))?,
+                )?;
                 let mut pairs = Vec::with_capacity(items.len() / 2);
                 while !items.is_empty() {
                     let value = items.pop().expect("even length");
@@ -265,7 +273,12 @@ fn parse_int(bytes: &[u8]) -> io::Result<i64> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| invalid(format!("not an integer: {:?}", String::from_utf8_lossy(bytes))))
+        .ok_or_else(|| {
+            invalid(format!(
+                "not an integer: {:?}",
+                String::from_utf8_lossy(bytes)
+            ))
+        })
 }
 
 fn invalid(message: String) -> io::Error {

@@ -199,8 +199,13 @@ impl TestServer {
 
     /// A raw, unauthenticated RESP connection.
     pub fn raw(&self) -> RawConn {
-        RawConn::connect(self.port)
-            .unwrap_or_else(|e| panic!("raw connect to port {}: {e}\n{}", self.port, self.log_tail()))
+        RawConn::connect(self.port).unwrap_or_else(|e| {
+            panic!(
+                "raw connect to port {}: {e}\n{}",
+                self.port,
+                self.log_tail()
+            )
+        })
     }
 
     /// Resident memory of the server process in bytes, from `/proc/PID/status`.
@@ -324,8 +329,9 @@ impl TestServer {
 
     fn lost_port_race(&self, log_len_before: u64) -> bool {
         let log = std::fs::read(self.log_path()).unwrap_or_default();
-        let new_output = String::from_utf8_lossy(log.get(log_len_before as usize..).unwrap_or_default())
-            .to_ascii_lowercase();
+        let new_output =
+            String::from_utf8_lossy(log.get(log_len_before as usize..).unwrap_or_default())
+                .to_ascii_lowercase();
         new_output.contains("address already in use") || new_output.contains("addrinuse")
     }
 
@@ -337,7 +343,11 @@ impl TestServer {
             .append(true)
             .open(self.log_path())
             .context("opening the server log")?;
-        writeln!(log, "==== walship-tests: start #{}: {command:?} ====", self.starts)?;
+        writeln!(
+            log,
+            "==== walship-tests: start #{}: {command:?} ====",
+            self.starts
+        )?;
         let stderr: File = log.try_clone()?;
         command
             .stdin(Stdio::null())
@@ -351,7 +361,11 @@ impl TestServer {
         let timeout = start_timeout();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 bail!(
                     "walship exited during startup with {status}\n{}",
@@ -410,7 +424,12 @@ fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own
     // unreaped child, so it cannot have been recycled for another process.
     let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 impl Drop for TestServer {

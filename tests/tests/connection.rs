@@ -1,0 +1,461 @@
+//! Connection and server commands: PING, ECHO, HELLO (RESP2 and RESP3),
+//! SELECT, QUIT, CLIENT, COMMAND, CONFIG, TIME, INFO, SAVE/BGSAVE, and the
+//! unknown-command error.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redis::Value;
+use walship_tests::resp::Reply;
+use walship_tests::TestServer;
+
+fn server() -> TestServer {
+    TestServer::start().expect("start walship")
+}
+
+fn ok() -> Reply {
+    Reply::Simple("OK".into())
+}
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(Some(s.as_bytes().to_vec()))
+}
+
+#[test]
+fn ping_replies_pong_or_echoes_its_argument() {
+    let server = server();
+    let mut raw = server.raw();
+    assert_eq!(raw.command(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(raw.command(&["ping", "hello world"]), bulk("hello world"));
+    assert_eq!(
+        raw.command(&["PING", "a", "b"]),
+        Reply::Error("ERR wrong number of arguments for 'ping' command".into())
+    );
+    let mut con = server.connection();
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn echo_returns_its_argument_as_bulk() {
+    let server = server();
+    let mut raw = server.raw();
+    assert_eq!(raw.command(&["ECHO", "hi there"]), bulk("hi there"));
+    assert_eq!(
+        raw.command(&[&b"ECHO"[..], &b"\x00\xff\r\n"[..]]),
+        Reply::Bulk(Some(b"\x00\xff\r\n".to_vec()))
+    );
+}
+
+#[test]
+fn unknown_command_error_is_worded_as_redis_7() {
+    let server = server();
+    let mut raw = server.raw();
+    assert_eq!(
+        raw.command(&["NOSUCHCMD", "a", "b"]),
+        Reply::Error("ERR unknown command 'NOSUCHCMD', with args beginning with: 'a' 'b' ".into())
+    );
+    assert_eq!(
+        raw.command(&["foo"]),
+        Reply::Error("ERR unknown command 'foo', with args beginning with: ".into())
+    );
+    // The connection stays usable.
+    assert_eq!(raw.command(&["PING"]), Reply::Simple("PONG".into()));
+}
+
+#[test]
+fn commands_are_case_insensitive() {
+    let server = server();
+    let mut raw = server.raw();
+    assert_eq!(raw.command(&["sEt", "k", "v"]), ok());
+    assert_eq!(raw.command(&["get", "k"]), bulk("v"));
+    assert_eq!(raw.command(&["Set", "k", "w", "nx"]), Reply::Bulk(None));
+}
+
+#[test]
+fn hello_3_switches_to_resp3_and_replies_with_a_map() {
+    let server = server();
+    let mut raw = server.raw();
+    let hello = raw.command(&["HELLO", "3"]);
+    assert!(
+        matches!(hello, Reply::Map(_)),
+        "HELLO 3 must reply with a RESP3 map, got {hello:?}"
+    );
+    assert_eq!(
+        hello.map_get("proto"),
+        Some(&Reply::Integer(3)),
+        "{hello:?}"
+    );
+    assert!(
+        hello.map_get("server").is_some(),
+        "HELLO map needs 'server': {hello:?}"
+    );
+    assert!(
+        hello.map_get("version").is_some(),
+        "HELLO map needs 'version': {hello:?}"
+    );
+    assert!(
+        matches!(hello.map_get("id"), Some(Reply::Integer(_))),
+        "{hello:?}"
+    );
+    assert_eq!(
+        hello.map_get("role").map(Reply::text).as_deref(),
+        Some("master"),
+        "{hello:?}"
+    );
+    // In RESP3 a missing key is the null type `_`, not `$-1`.
+    assert_eq!(raw.command(&["GET", "missing"]), Reply::Null);
+    assert_eq!(raw.command(&["SET", "k", "v"]), ok());
+    assert_eq!(raw.command(&["GET", "k"]), bulk("v"));
+    assert_eq!(
+        raw.command(&["MGET", "k", "missing"]),
+        Reply::Array(Some(vec![bulk("v"), Reply::Null]))
+    );
+    assert_eq!(raw.command(&["INCR", "n"]), Reply::Integer(1));
+    // Back to RESP2: HELLO 2 replies with a flat array.
+    let hello2 = raw.command(&["HELLO", "2"]);
+    let items = hello2.items();
+    assert_eq!(items.len() % 2, 0, "{hello2:?}");
+    assert_eq!(raw.command(&["GET", "missing"]), Reply::Bulk(None));
+}
+
+#[test]
+fn hello_without_version_and_with_bad_version() {
+    let server = server();
+    let mut raw = server.raw();
+    // Without a version HELLO reports the current protocol (2).
+    let hello = raw.command(&["HELLO"]);
+    let items = hello.items();
+    let proto = items
+        .chunks(2)
+        .find(|pair| pair[0].text() == "proto")
+        .map(|pair| pair[1].clone());
+    assert_eq!(proto, Some(Reply::Integer(2)), "{hello:?}");
+    assert_eq!(
+        raw.command(&["HELLO", "4"]),
+        Reply::Error("NOPROTO unsupported protocol version".into())
+    );
+    assert_eq!(raw.command(&["GET", "missing"]), Reply::Bulk(None));
+}
+
+#[test]
+fn redis_crate_works_over_resp3() {
+    let server = server();
+    let client = redis::Client::open(format!(
+        "redis://127.0.0.1:{}/?protocol=resp3",
+        server.port()
+    ))
+    .unwrap();
+    let mut con = client
+        .get_connection_with_timeout(std::time::Duration::from_secs(20))
+        .expect("RESP3 connection (the crate sends HELLO 3)");
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let v: Value = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, Value::BulkString(b"v".to_vec()));
+    let missing: Value = redis::cmd("GET").arg("nope").query(&mut con).unwrap();
+    assert_eq!(missing, Value::Nil);
+}
+
+#[test]
+fn select_0_is_accepted_and_other_databases_are_refused() {
+    let server = server();
+    let mut raw = server.raw();
+    assert_eq!(raw.command(&["SELECT", "0"]), ok());
+    assert_eq!(
+        raw.command(&["SELECT", "1"]),
+        Reply::Error("ERR DB index is out of range".into())
+    );
+    assert_eq!(
+        raw.command(&["SELECT", "x"]),
+        Reply::Error("ERR value is not an integer or out of range".into())
+    );
+    assert_eq!(raw.command(&["PING"]), Reply::Simple("PONG".into()));
+}
+
+#[test]
+fn quit_replies_ok_and_closes_the_connection() {
+    let server = server();
+    let mut raw = server.raw();
+    raw.command(&["SET", "k", "v"]);
+    assert_eq!(raw.command(&["QUIT"]), ok());
+    let rest = raw
+        .read_until_closed()
+        .expect("connection closes after QUIT");
+    assert!(rest.is_empty(), "bytes after QUIT's +OK: {rest:?}");
+    let mut again = server.raw();
+    assert_eq!(again.command(&["GET", "k"]), bulk("v"));
+}
+
+#[test]
+fn client_setname_getname_id_list_setinfo() {
+    let server = server();
+    let mut raw = server.raw();
+    let id = match raw.command(&["CLIENT", "ID"]) {
+        Reply::Integer(id) => id,
+        other => panic!("CLIENT ID must be an integer, got {other:?}"),
+    };
+    let mut other = server.raw();
+    let other_id = match other.command(&["client", "id"]) {
+        Reply::Integer(id) => id,
+        reply => panic!("CLIENT ID must be an integer, got {reply:?}"),
+    };
+    assert_ne!(id, other_id, "two connections share a client id");
+
+    assert_eq!(raw.command(&["CLIENT", "GETNAME"]), Reply::Bulk(None));
+    assert_eq!(raw.command(&["CLIENT", "SETNAME", "worker-1"]), ok());
+    assert_eq!(raw.command(&["CLIENT", "GETNAME"]), bulk("worker-1"));
+    assert_eq!(
+        raw.command(&["CLIENT", "SETNAME", "has space"]),
+        Reply::Error(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into()
+        )
+    );
+    assert_eq!(raw.command(&["CLIENT", "GETNAME"]), bulk("worker-1"));
+
+    assert_eq!(
+        raw.command(&["CLIENT", "SETINFO", "lib-name", "walship-tests"]),
+        ok()
+    );
+    assert_eq!(raw.command(&["CLIENT", "SETINFO", "lib-ver", "1.0"]), ok());
+
+    let list = raw.command(&["CLIENT", "LIST"]).text();
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "CLIENT LIST shows both connections: {list:?}"
+    );
+    let mine = lines
+        .iter()
+        .find(|line| line.split(' ').any(|field| field == format!("id={id}")))
+        .unwrap_or_else(|| panic!("CLIENT LIST has no line with id={id}: {list:?}"));
+    assert!(mine.split(' ').any(|f| f == "name=worker-1"), "{mine}");
+    assert!(
+        mine.split(' ').any(|f| f.starts_with("addr=127.0.0.1:")),
+        "{mine}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.split(' ').any(|f| f == format!("id={other_id}"))),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn command_lists_the_supported_commands() {
+    let server = server();
+    let mut raw = server.raw();
+    let reply = raw.command(&["COMMAND"]);
+    let names: Vec<String> = reply
+        .items()
+        .iter()
+        .map(|entry| entry.items()[0].text().to_ascii_lowercase())
+        .collect();
+    for expected in [
+        "ping", "echo", "hello", "auth", "select", "quit", "client", "command", "config", "get",
+        "set", "getdel", "del", "exists", "mget", "mset", "incr", "incrby", "decr", "decrby",
+        "append", "strlen", "dbsize", "scan", "keys", "flushall", "time", "save", "bgsave", "info",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "COMMAND lacks {expected}: {names:?}"
+        );
+    }
+    // Each entry is [name, arity, flags, first key, last key, step, ...].
+    for entry in reply.items() {
+        let fields = entry.items();
+        assert!(fields.len() >= 6, "short COMMAND entry {entry:?}");
+        assert!(matches!(fields[1], Reply::Integer(_)), "arity of {entry:?}");
+    }
+}
+
+#[test]
+fn config_get_returns_name_value_pairs() {
+    let server = server();
+    let mut raw = server.raw();
+    let all = raw.command(&["CONFIG", "GET", "*"]);
+    let items = all.items();
+    assert!(!items.is_empty(), "CONFIG GET * is empty");
+    assert_eq!(
+        items.len() % 2,
+        0,
+        "CONFIG GET must reply name/value pairs: {all:?}"
+    );
+    // An unknown parameter matches nothing: an empty array, not an error.
+    assert_eq!(
+        raw.command(&["CONFIG", "GET", "no-such-parameter"]),
+        Reply::Array(Some(vec![]))
+    );
+    match raw.command(&["CONFIG", "SET", "no-such-parameter", "1"]) {
+        Reply::Error(text) => assert!(text.starts_with("ERR "), "{text}"),
+        other => panic!("CONFIG SET of an unknown parameter must fail, got {other:?}"),
+    }
+    // A parameter that CONFIG GET reports can be read back by its own name.
+    let name = items[0].text();
+    let one = raw.command(&["CONFIG", "GET", &name]);
+    assert_eq!(one.items().len(), 2, "{one:?}");
+    assert_eq!(one.items()[0].text(), name);
+}
+
+#[test]
+fn time_returns_unix_seconds_and_microseconds() {
+    let server = server();
+    let mut raw = server.raw();
+    let reply = raw.command(&["TIME"]);
+    let items = reply.items();
+    assert_eq!(items.len(), 2, "{reply:?}");
+    let seconds: u64 = items[0].text().parse().expect("seconds are an integer");
+    let micros: u64 = items[1]
+        .text()
+        .parse()
+        .expect("microseconds are an integer");
+    assert!(micros < 1_000_000, "{reply:?}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Same machine, same clock: this is a sanity check of the unit, not timing.
+    assert!(
+        seconds.abs_diff(now) < 3600,
+        "TIME says {seconds}, clock says {now}"
+    );
+}
+
+#[test]
+fn info_has_the_redis_sections_and_role_master() {
+    let server = server();
+    let mut raw = server.raw();
+    raw.command(&["MSET", "a", "1", "b", "2", "c", "3"]);
+    let info = raw.command(&["INFO"]).text();
+    for section in [
+        "# Server",
+        "# Clients",
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "# Keyspace",
+    ] {
+        assert!(
+            info.lines().any(|l| l.trim_end() == section),
+            "INFO lacks {section}:\n{info}"
+        );
+    }
+    assert!(
+        info.lines().any(|l| l.trim_end() == "role:master"),
+        "{info}"
+    );
+    assert!(
+        info.lines().any(|l| l.starts_with("connected_clients:")),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.trim_end().starts_with("db0:keys=3,")),
+        "INFO keyspace should have db0:keys=3,...:\n{info}"
+    );
+    for line in info.lines() {
+        assert!(
+            line.is_empty() || line.starts_with('#') || line.contains(':'),
+            "INFO line is neither a header nor field:value: {line:?}"
+        );
+    }
+
+    let replication = raw.command(&["INFO", "replication"]).text();
+    assert!(
+        replication.lines().any(|l| l.trim_end() == "# Replication"),
+        "{replication}"
+    );
+    assert!(
+        replication.lines().any(|l| l.trim_end() == "role:master"),
+        "{replication}"
+    );
+    assert!(
+        !replication.contains("# Server"),
+        "INFO replication must contain only that section:\n{replication}"
+    );
+    let keyspace = raw.command(&["info", "KEYSPACE"]).text();
+    assert!(keyspace.contains("db0:keys=3,"), "{keyspace}");
+}
+
+#[test]
+fn save_and_bgsave_are_accepted() {
+    let server = server();
+    let mut raw = server.raw();
+    raw.command(&["SET", "k", "v"]);
+    assert_eq!(raw.command(&["SAVE"]), ok());
+    match raw.command(&["BGSAVE"]) {
+        Reply::Simple(_) => {}
+        other => panic!("BGSAVE must reply with a status, got {other:?}"),
+    }
+    assert_eq!(raw.command(&["GET", "k"]), bulk("v"));
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let server = server();
+    let mut raw = server.raw();
+    let mut batch = Vec::new();
+    const N: usize = 2000;
+    for i in 0..N {
+        batch.extend(walship_tests::resp::encode(&[
+            "SET",
+            &format!("p{i}"),
+            &i.to_string(),
+        ]));
+        batch.extend(walship_tests::resp::encode(&["INCR", &format!("p{i}")]));
+        batch.extend(b"PING\r\n");
+    }
+    raw.send(&batch).unwrap();
+    for i in 0..N {
+        assert_eq!(raw.read_reply().unwrap(), ok(), "SET #{i}");
+        assert_eq!(
+            raw.read_reply().unwrap(),
+            Reply::Integer(i as i64 + 1),
+            "INCR #{i}"
+        );
+        assert_eq!(
+            raw.read_reply().unwrap(),
+            Reply::Simple("PONG".into()),
+            "PING #{i}"
+        );
+    }
+    assert_eq!(raw.command(&["DBSIZE"]), Reply::Integer(N as i64));
+}
+
+#[test]
+fn inline_commands_are_parsed_like_redis() {
+    let server = server();
+    let mut raw = server.raw();
+    raw.send(b"SET greeting \"hello world\"\r\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), ok());
+    // A bare LF ends an inline command too.
+    raw.send(b"GET greeting\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), bulk("hello world"));
+    raw.send(b"SET q 'single quoted'\r\nGET q\r\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), ok());
+    assert_eq!(raw.read_reply().unwrap(), bulk("single quoted"));
+    raw.send(b"SET esc \"a\\x41\\n\"\r\nGET esc\r\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), ok());
+    assert_eq!(raw.read_reply().unwrap(), bulk("aA\n"));
+    // Empty lines are ignored.
+    raw.send(b"\r\n\r\nPING\r\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), Reply::Simple("PONG".into()));
+    // Inline and multibulk mix on one connection.
+    raw.send(b"PING\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_eq!(raw.read_reply().unwrap(), Reply::Simple("PONG".into()));
+    assert_eq!(raw.read_reply().unwrap(), Reply::Simple("PONG".into()));
+}
+
+#[test]
+fn unbalanced_quotes_in_inline_command_are_a_protocol_error() {
+    let server = server();
+    let mut raw = server.raw();
+    raw.command(&["SET", "k", "v"]);
+    raw.send(b"SET k \"oops\r\n").unwrap();
+    assert_eq!(
+        raw.read_reply().unwrap(),
+        Reply::Error("ERR Protocol error: unbalanced quotes in request".into())
+    );
+    raw.read_until_closed()
+        .expect("connection closed after a protocol error");
+    assert_eq!(server.raw().command(&["GET", "k"]), bulk("v"));
+}
