@@ -24,7 +24,13 @@ impl Finished {
 ///
 /// Panics if it is still running after `timeout` (the child is killed first),
 /// naming the program and what it printed so far.
-pub fn run(mut command: Command, stdin: &[u8], timeout: Duration) -> Finished {
+pub fn run(command: Command, stdin: &[u8], timeout: Duration) -> Finished {
+    try_run(command, stdin, timeout).unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Like [`run`], but a program still running after `timeout` is killed and
+/// reported as `Err` (with what it printed) instead of a panic.
+pub fn try_run(mut command: Command, stdin: &[u8], timeout: Duration) -> Result<Finished, String> {
     let description = format!("{command:?}");
     command
         .stdin(Stdio::piped())
@@ -48,14 +54,14 @@ pub fn run(mut command: Command, stdin: &[u8], timeout: Duration) -> Finished {
     let stdout = stdout.join().expect("stdout reader");
     let stderr = stderr.join().expect("stderr reader");
     match status {
-        Some(status) => Finished {
+        Some(status) => Ok(Finished {
             status,
             stdout,
             stderr,
-        },
-        None => panic!(
+        }),
+        None => Err(format!(
             "{description} still running after {timeout:?}; killed it.\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        ),
+        )),
     }
 }
 

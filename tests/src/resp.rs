@@ -183,17 +183,15 @@ impl RawConn {
             b'>' => Reply::Push(self.read_items(parse_int(rest)?)?),
             b'%' => {
                 let len = parse_int(rest)?;
-                let mut items = self.read_items(
+                let items = self.read_items(
                     len.checked_mul(2)
                         .ok_or_else(|| invalid("map too long".into()))?,
                 )?;
+                let mut items = items.into_iter();
                 let mut pairs = Vec::with_capacity(items.len() / 2);
-                while !items.is_empty() {
-                    let value = items.pop().expect("even length");
-                    let key = items.pop().expect("even length");
+                while let (Some(key), Some(value)) = (items.next(), items.next()) {
                     pairs.push((key, value));
                 }
-                pairs.reverse();
                 Reply::Map(pairs)
             }
             b'_' => Reply::Null,

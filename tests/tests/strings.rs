@@ -52,12 +52,11 @@ fn values_and_keys_are_binary_safe() {
         .unwrap();
     let got: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
     assert_eq!(got, value);
-    let empty: () = redis::cmd("SET")
+    let _: () = redis::cmd("SET")
         .arg("empty")
         .arg("")
         .query(&mut con)
         .unwrap();
-    let _ = empty;
     assert_eq!(q(&mut con, &["GET", "empty"]), bulk(""));
     assert_eq!(q(&mut con, &["STRLEN", "empty"]), Value::Int(0));
     assert_eq!(q(&mut con, &["EXISTS", "empty"]), Value::Int(1));

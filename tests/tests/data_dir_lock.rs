@@ -1,0 +1,68 @@
+//! One server per data directory: a second one is refused with a clear
+//! message, and the lock dies with its holder, even by SIGKILL.
+
+use std::time::Duration;
+
+use walship_tests::process;
+use walship_tests::TestServer;
+
+const SECOND_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn second_server_on_same_data_dir_is_refused() {
+    let server = TestServer::start().expect("start walship");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+
+    let second = process::try_run(server.second_instance_command(), b"", SECOND_SERVER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("a second server on the same data dir kept running:\n{e}"));
+    assert!(
+        !second.status.success(),
+        "a second server on the same data dir must exit non-zero, got {}:\n{}",
+        second.status,
+        second.combined()
+    );
+    let message = second.combined();
+    let lower = message.to_ascii_lowercase();
+    assert!(
+        lower.contains("lock") || message.contains(&server.data_dir().display().to_string()),
+        "the refusal must mention the lock or the data dir:\n{message}"
+    );
+
+    // The first server is untouched.
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(v, "v");
+}
+
+#[test]
+fn lock_is_released_when_holder_is_killed() {
+    let mut server = TestServer::start().expect("start walship");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+    server.kill();
+    server
+        .restart()
+        .expect("a killed server's lock must not block a restart");
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(v, "v");
+    // And the restarted one holds the lock again.
+    let second = process::try_run(server.second_instance_command(), b"", SECOND_SERVER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("a second server on the same data dir kept running:\n{e}"));
+    assert!(
+        !second.status.success(),
+        "second server accepted after restart:\n{}",
+        second.combined()
+    );
+}
