@@ -86,6 +86,8 @@ pub fn route(shared: &Shared, path: &str) -> (u16, &'static str, String) {
         "/health" | "/healthz" => {
             if shared.is_shutting_down() {
                 (503, "text/plain", "shutting down\n".to_string())
+            } else if shared.store.stats().poisoned {
+                (503, "text/plain", "writes refused: the WAL is poisoned by an I/O failure; restart walship\n".to_string())
             } else {
                 (200, "text/plain", "ok\n".to_string())
             }
@@ -117,6 +119,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "records_written": s.records_written,
             "fsyncs": s.fsyncs,
             "group_commits": s.group_commits,
+            "segments": s.wal_segments,
+            "poisoned": s.poisoned,
         },
         "checkpoints": {
             "count": s.checkpoints,

@@ -32,10 +32,14 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open(&open_cfg))
             .await
             .context("engine open task failed")??;
+        let rec = store.recovery_info();
         tracing::info!(
             data_dir = %cfg.data_dir.display(),
             recovered_lsn = store.end_lsn(),
             keys = store.len(),
+            records_replayed = rec.records,
+            checkpoint = %rec.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+            recovery_ms = rec.duration.as_millis() as u64,
             fsync = %cfg.fsync,
             "storage engine opened"
         );

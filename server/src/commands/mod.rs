@@ -211,7 +211,7 @@ impl<'a> Ctx<'a> {
 
     /// Runs `f` atomically against the current state and logs the mutation it
     /// returns, remembering the LSN so the reply waits for durability.
-    pub fn transact<R>(&mut self, f: impl FnOnce(&View<'_>) -> (Option<Mutation>, R)) -> Result<R, CmdError> {
+    pub fn transact<R>(&mut self, f: impl FnOnce(&View) -> (Option<Mutation>, R)) -> Result<R, CmdError> {
         let (lsn, r) = self.shared.store.transact(f)?;
         if let Some(lsn) = lsn {
             self.lsn = Some(self.lsn.map_or(lsn, |prev| prev.max(lsn)));

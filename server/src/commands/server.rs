@@ -575,7 +575,7 @@ fn checkpoint_now(shared: &Shared) -> Result<(), String> {
     let p = &shared.persistence;
     match r {
         Ok(info) => {
-            tracing::info!(lsn = info.lsn, keys = info.keys, "checkpoint written");
+            tracing::info!(redo_lsn = info.redo_lsn, keys = info.entries, "checkpoint written");
             p.last_save_unix_secs.store(unix_secs(), Ordering::Relaxed);
             p.last_save_status.store(1, Ordering::Relaxed);
             Ok(())
