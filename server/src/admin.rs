@@ -82,18 +82,35 @@ async fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
 /// The response for `path`: (status, content type, body).
 pub fn route(shared: &Shared, path: &str) -> (u16, &'static str, String) {
     match path {
-        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::render_prometheus(shared)),
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render_prometheus(shared),
+        ),
         "/health" | "/healthz" => {
             if shared.is_shutting_down() {
                 (503, "text/plain", "shutting down\n".to_string())
             } else if shared.store.stats().poisoned {
-                (503, "text/plain", "writes refused: the WAL is poisoned by an I/O failure; restart walship\n".to_string())
+                (
+                    503,
+                    "text/plain",
+                    "writes refused: the WAL is poisoned by an I/O failure; restart walship\n"
+                        .to_string(),
+                )
             } else {
                 (200, "text/plain", "ok\n".to_string())
             }
         }
-        "/status" => (200, "application/json", status_json(shared).to_string() + "\n"),
-        _ => (404, "text/plain", "not found: try /metrics, /health or /status\n".to_string()),
+        "/status" => (
+            200,
+            "application/json",
+            status_json(shared).to_string() + "\n",
+        ),
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /metrics, /health or /status\n".to_string(),
+        ),
     }
 }
 
@@ -144,7 +161,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason(status),

@@ -39,7 +39,10 @@ pub fn init_tracing() {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("walship").build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("walship")
+        .build()
 }
 
 /// Entry point of the binary.

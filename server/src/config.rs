@@ -47,7 +47,11 @@ impl FromStr for ByteSize {
             "m" | "mb" | "mib" => 1 << 20,
             "g" | "gb" | "gib" => 1 << 30,
             "t" | "tb" | "tib" => 1 << 40,
-            _ => return Err(format!("'{s}' has an unknown unit (use k, m, g or t, e.g. 64MiB)")),
+            _ => {
+                return Err(format!(
+                    "'{s}' has an unknown unit (use k, m, g or t, e.g. 64MiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -100,7 +104,9 @@ impl FromStr for FsyncSetting {
                 }
             }
         }
-        Err(format!("'{s}' is not an fsync policy (use always, interval:<ms> or never)"))
+        Err(format!(
+            "'{s}' is not an fsync policy (use always, interval:<ms> or never)"
+        ))
     }
 }
 
@@ -116,7 +122,9 @@ impl fmt::Display for FsyncSetting {
 
 impl<'de> Deserialize<'de> for FsyncSetting {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FsyncSetting, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -155,7 +163,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_key_size: Option<ByteSize>,
     /// Password clients must give with AUTH (or set WALSHIP_REQUIREPASS)
-    #[arg(long, env = "WALSHIP_REQUIREPASS", hide_env_values = true, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        env = "WALSHIP_REQUIREPASS",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     pub requirepass: Option<String>,
     /// Port of the HTTP admin server (/metrics, /health, /status); off when absent
     #[arg(long, value_name = "PORT")]
@@ -245,10 +258,16 @@ impl ServerConfig {
     /// Flag, else file, else default; then checks that the result makes sense.
     pub fn merge(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<ServerConfig> {
         let size = |flag: Option<ByteSize>, file: Option<ByteSize>| flag.or(file).map(|s| s.0);
-        let max_value_bytes = size(args.max_value_size, file.max_value_size).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
-        let max_key_bytes = size(args.max_key_size, file.max_key_size).unwrap_or(DEFAULT_MAX_KEY_BYTES);
+        let max_value_bytes =
+            size(args.max_value_size, file.max_value_size).unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+        let max_key_bytes =
+            size(args.max_key_size, file.max_key_size).unwrap_or(DEFAULT_MAX_KEY_BYTES);
         let proto_max_bulk_len_bytes = size(args.proto_max_bulk_len, file.proto_max_bulk_len)
-            .unwrap_or(DEFAULT_PROTO_MAX_BULK_LEN_BYTES.max(max_value_bytes).max(max_key_bytes));
+            .unwrap_or(
+                DEFAULT_PROTO_MAX_BULK_LEN_BYTES
+                    .max(max_value_bytes)
+                    .max(max_key_bytes),
+            );
         let cfg = ServerConfig {
             data_dir: args
                 .data_dir
@@ -265,7 +284,10 @@ impl ServerConfig {
             fsync: args.fsync.or(file.fsync).unwrap_or(FsyncSetting::Always),
             segment_size_bytes: size(args.segment_size, file.segment_size),
             checkpoint_every_bytes: size(args.checkpoint_every, file.checkpoint_every),
-            max_clients: args.max_clients.or(file.max_clients).unwrap_or(DEFAULT_MAX_CLIENTS),
+            max_clients: args
+                .max_clients
+                .or(file.max_clients)
+                .unwrap_or(DEFAULT_MAX_CLIENTS),
             max_value_bytes,
             max_key_bytes,
             requirepass: args
@@ -274,10 +296,18 @@ impl ServerConfig {
                 .or_else(|| file.requirepass.clone())
                 .filter(|p| !p.is_empty()),
             admin_port: args.admin_port.or(file.admin_port),
-            client_output_buffer_limit_bytes: size(args.client_output_buffer_limit, file.client_output_buffer_limit)
-                .unwrap_or(DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT_BYTES),
-            client_query_buffer_limit_bytes: size(args.client_query_buffer_limit, file.client_query_buffer_limit)
-                .unwrap_or(DEFAULT_CLIENT_QUERY_BUFFER_LIMIT_BYTES.max(proto_max_bulk_len_bytes + 64 * 1024)),
+            client_output_buffer_limit_bytes: size(
+                args.client_output_buffer_limit,
+                file.client_output_buffer_limit,
+            )
+            .unwrap_or(DEFAULT_CLIENT_OUTPUT_BUFFER_LIMIT_BYTES),
+            client_query_buffer_limit_bytes: size(
+                args.client_query_buffer_limit,
+                file.client_query_buffer_limit,
+            )
+            .unwrap_or(
+                DEFAULT_CLIENT_QUERY_BUFFER_LIMIT_BYTES.max(proto_max_bulk_len_bytes + 64 * 1024),
+            ),
             proto_max_bulk_len_bytes,
         };
         cfg.validate()?;
@@ -361,7 +391,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let cfg = ServerConfig::merge(&args(&["--port", "9100", "--fsync", "never"]), &file).unwrap();
+        let cfg =
+            ServerConfig::merge(&args(&["--port", "9100", "--fsync", "never"]), &file).unwrap();
         assert_eq!(cfg.port, 9100);
         assert_eq!(cfg.fsync, FsyncSetting::Never);
         assert_eq!(cfg.bind, "0.0.0.0");
@@ -374,7 +405,11 @@ mod tests {
     fn config_file_is_read_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.toml");
-        std::fs::write(&path, "port = 9200\nrequirepass = \"s3cret\"\nadmin-port = 9201\n").unwrap();
+        std::fs::write(
+            &path,
+            "port = 9200\nrequirepass = \"s3cret\"\nadmin-port = 9201\n",
+        )
+        .unwrap();
         let cfg = ServerConfig::from_args(&args(&["--config", path.to_str().unwrap()])).unwrap();
         assert_eq!(cfg.port, 9200);
         assert_eq!(cfg.requirepass.as_deref(), Some("s3cret"));
@@ -394,8 +429,14 @@ mod tests {
         assert_eq!("12".parse::<ByteSize>().unwrap(), ByteSize(12));
         assert!("12x".parse::<ByteSize>().is_err());
         assert!("".parse::<ByteSize>().is_err());
-        assert_eq!("interval:10".parse::<FsyncSetting>().unwrap(), FsyncSetting::IntervalMs(10));
-        assert_eq!("ALWAYS".parse::<FsyncSetting>().unwrap(), FsyncSetting::Always);
+        assert_eq!(
+            "interval:10".parse::<FsyncSetting>().unwrap(),
+            FsyncSetting::IntervalMs(10)
+        );
+        assert_eq!(
+            "ALWAYS".parse::<FsyncSetting>().unwrap(),
+            FsyncSetting::Always
+        );
         assert!("interval:0".parse::<FsyncSetting>().is_err());
         assert!("sometimes".parse::<FsyncSetting>().is_err());
         assert_eq!(FsyncSetting::IntervalMs(10).to_string(), "interval:10");
@@ -403,7 +444,13 @@ mod tests {
 
     #[test]
     fn nonsense_limits_are_refused() {
-        assert!(ServerConfig::merge(&args(&["--max-clients", "0"]), &FileConfig::default()).is_err());
-        assert!(ServerConfig::merge(&args(&["--port", "1", "--admin-port", "1"]), &FileConfig::default()).is_err());
+        assert!(
+            ServerConfig::merge(&args(&["--max-clients", "0"]), &FileConfig::default()).is_err()
+        );
+        assert!(ServerConfig::merge(
+            &args(&["--port", "1", "--admin-port", "1"]),
+            &FileConfig::default()
+        )
+        .is_err());
     }
 }

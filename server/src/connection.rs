@@ -36,7 +36,10 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shared.clients.unregister(self.id);
-        self.shared.clients.connected.fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .clients
+            .connected
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -66,11 +69,24 @@ pub struct Connection {
 
 /// Serves one client until it disconnects, misbehaves, or the server shuts
 /// down. `connected` must already count this client; it is decremented here.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, info: Arc<ClientInfo>, shutdown: watch::Receiver<bool>) {
-    let _registration = Registration { shared: shared.clone(), id: info.id };
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    info: Arc<ClientInfo>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _registration = Registration {
+        shared: shared.clone(),
+        id: info.id,
+    };
     let id = info.id;
     let addr = info.addr;
-    let limits = Limits::new(shared.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed));
+    let limits = Limits::new(
+        shared
+            .runtime
+            .proto_max_bulk_len_bytes
+            .load(Ordering::Relaxed),
+    );
     let client = ClientState::new(info, &shared);
     let mut conn = Connection {
         shared,
@@ -85,7 +101,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, info: Arc<ClientInfo>
     tracing::debug!(client = id, %addr, "client connected");
     match conn.run(shutdown).await {
         Ok(()) => tracing::debug!(client = id, %addr, "client disconnected"),
-        Err(e) => tracing::debug!(client = id, %addr, error = %e, "client connection ended with an error"),
+        Err(e) => {
+            tracing::debug!(client = id, %addr, error = %e, "client connection ended with an error")
+        }
     }
 }
 
@@ -110,20 +128,38 @@ impl Connection {
             if n == 0 {
                 return Ok(());
             }
-            self.shared.metrics.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .net_input_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
             match self.process_input().await? {
                 Next::Read => {}
                 Next::Close => return Ok(()),
             }
-            let limit = self.shared.runtime.client_query_buffer_limit_bytes.load(Ordering::Relaxed);
+            let limit = self
+                .shared
+                .runtime
+                .client_query_buffer_limit_bytes
+                .load(Ordering::Relaxed);
             if self.rbuf.len() as u64 > limit {
-                tracing::warn!(client = self.client.info.id, bytes = self.rbuf.len(), "closing client over client-query-buffer-limit");
-                self.shared.metrics.output_limit_disconnects.fetch_add(1, Ordering::Relaxed);
-                self.out.error(&format!("ERR {}", ProtocolError::QueryBufferLimit));
+                tracing::warn!(
+                    client = self.client.info.id,
+                    bytes = self.rbuf.len(),
+                    "closing client over client-query-buffer-limit"
+                );
+                self.shared
+                    .metrics
+                    .output_limit_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                self.out
+                    .error(&format!("ERR {}", ProtocolError::QueryBufferLimit));
                 self.write_out().await?;
                 return Ok(());
             }
-            self.client.info.query_buffer_bytes.store(self.rbuf.len() as u64, Ordering::Relaxed);
+            self.client
+                .info
+                .query_buffer_bytes
+                .store(self.rbuf.len() as u64, Ordering::Relaxed);
             if self.rbuf.is_empty() && self.rbuf.capacity() > 1024 * 1024 {
                 // A huge request is done; give its memory back.
                 self.rbuf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -133,12 +169,26 @@ impl Connection {
 
     /// Executes every complete request in the read buffer.
     async fn process_input(&mut self) -> io::Result<Next> {
-        self.parser.set_max_bulk_bytes(self.shared.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed));
-        let output_limit = self.shared.runtime.client_output_buffer_limit_bytes.load(Ordering::Relaxed);
+        self.parser.set_max_bulk_bytes(
+            self.shared
+                .runtime
+                .proto_max_bulk_len_bytes
+                .load(Ordering::Relaxed),
+        );
+        let output_limit = self
+            .shared
+            .runtime
+            .client_output_buffer_limit_bytes
+            .load(Ordering::Relaxed);
         let now_ms = self.client.info.created.elapsed().as_millis() as u64;
-        self.client.info.last_active_ms.store(now_ms, Ordering::Relaxed);
+        self.client
+            .info
+            .last_active_ms
+            .store(now_ms, Ordering::Relaxed);
         loop {
-            let parsed = self.parser.parse(&self.rbuf[..], &mut self.req, self.client.authenticated);
+            let parsed =
+                self.parser
+                    .parse(&self.rbuf[..], &mut self.req, self.client.authenticated);
             match parsed {
                 Ok(Parsed::Complete { consumed }) => {
                     let start = Instant::now();
@@ -157,7 +207,10 @@ impl Connection {
                             bytes = self.out.len(),
                             "closing client over client-output-buffer-limit"
                         );
-                        self.shared.metrics.output_limit_disconnects.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .metrics
+                            .output_limit_disconnects
+                            .fetch_add(1, Ordering::Relaxed);
                         return Ok(Next::Close);
                     }
                     if self.client.close_after_reply {
@@ -175,7 +228,10 @@ impl Connection {
                 }
                 Err(e) => {
                     tracing::debug!(client = self.client.info.id, error = %e, "closing client after protocol error");
-                    self.shared.metrics.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .metrics
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     self.flush().await?;
                     self.out.error(&format!("ERR {e}"));
                     self.write_out().await?;
@@ -185,9 +241,18 @@ impl Connection {
         }
     }
 
-    fn account(&mut self, outcome: commands::Outcome, lsn: Option<Lsn>, start: Instant, reply_at: usize) {
+    fn account(
+        &mut self,
+        outcome: commands::Outcome,
+        lsn: Option<Lsn>,
+        start: Instant,
+        reply_at: usize,
+    ) {
         let Some(idx) = outcome.command else {
-            self.shared.metrics.unknown_commands.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .unknown_commands
+                .fetch_add(1, Ordering::Relaxed);
             if self.batch.lsn.is_some() {
                 self.batch.commands_since_first_write += 1;
             }
@@ -207,7 +272,9 @@ impl Connection {
                 if self.batch.lsn.is_some() {
                     self.batch.commands_since_first_write += 1;
                 }
-                self.shared.metrics.record(idx, start.elapsed(), outcome.failed);
+                self.shared
+                    .metrics
+                    .record(idx, start.elapsed(), outcome.failed);
             }
         }
     }
@@ -221,7 +288,10 @@ impl Connection {
             let result = self.shared.store.wait_durable(lsn).await;
             let failed = result.is_err();
             if let Err(e) = result {
-                self.shared.metrics.durability_failures.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .durability_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(lsn, error = %e, "writes could not be made durable; replying with errors");
                 self.out.truncate(self.batch.first_write_reply_at);
                 let msg = format!("ERR {e}");
@@ -230,7 +300,9 @@ impl Connection {
                 }
             }
             for (idx, start, cmd_failed) in self.batch.writes.drain(..) {
-                self.shared.metrics.record(idx, start.elapsed(), cmd_failed || failed);
+                self.shared
+                    .metrics
+                    .record(idx, start.elapsed(), cmd_failed || failed);
             }
             self.batch.commands_since_first_write = 0;
         }
@@ -241,11 +313,20 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.client.info.output_buffer_bytes.store(self.out.len() as u64, Ordering::Relaxed);
+        self.client
+            .info
+            .output_buffer_bytes
+            .store(self.out.len() as u64, Ordering::Relaxed);
         self.stream.write_all(self.out.as_bytes()).await?;
-        self.shared.metrics.net_output_bytes.fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .net_output_bytes
+            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
         self.out.clear();
-        self.client.info.output_buffer_bytes.store(0, Ordering::Relaxed);
+        self.client
+            .info
+            .output_buffer_bytes
+            .store(0, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -39,7 +39,11 @@ impl DataDirLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let who = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                };
                 bail!(
                     "data directory {} is already in use by another walship server{who}: \
                      lock file {} is held. Stop that server or choose another --data-dir",

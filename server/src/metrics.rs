@@ -12,8 +12,8 @@ use crate::state::Shared;
 
 /// Upper bounds of the latency buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: [u64; 19] = [
-    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
 /// Calls, failures and latency of one command.
@@ -90,7 +90,10 @@ impl Metrics {
             m.failed_calls.fetch_add(1, Ordering::Relaxed);
         }
         m.latency_us_total.fetch_add(us, Ordering::Relaxed);
-        let slot = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len());
+        let slot = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
         m.buckets[slot].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -109,7 +112,10 @@ impl Metrics {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
@@ -122,19 +128,34 @@ pub fn render_prometheus(shared: &Shared) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
-    let _ = writeln!(out, "# HELP walship_commands_total Commands executed, by command.");
+    let _ = writeln!(
+        out,
+        "# HELP walship_commands_total Commands executed, by command."
+    );
     let _ = writeln!(out, "# TYPE walship_commands_total counter");
     for (spec, cm) in COMMANDS.iter().zip(&m.commands) {
         let calls = load(&cm.calls);
         if calls > 0 {
-            let _ = writeln!(out, "walship_commands_total{{cmd=\"{}\"}} {calls}", spec.name);
+            let _ = writeln!(
+                out,
+                "walship_commands_total{{cmd=\"{}\"}} {calls}",
+                spec.name
+            );
         }
     }
-    let _ = writeln!(out, "# HELP walship_command_errors_total Commands that replied with an error, by command.");
+    let _ = writeln!(
+        out,
+        "# HELP walship_command_errors_total Commands that replied with an error, by command."
+    );
     let _ = writeln!(out, "# TYPE walship_command_errors_total counter");
     for (spec, cm) in COMMANDS.iter().zip(&m.commands) {
         if load(&cm.calls) > 0 {
-            let _ = writeln!(out, "walship_command_errors_total{{cmd=\"{}\"}} {}", spec.name, load(&cm.failed_calls));
+            let _ = writeln!(
+                out,
+                "walship_command_errors_total{{cmd=\"{}\"}} {}",
+                spec.name,
+                load(&cm.failed_calls)
+            );
         }
     }
     let _ = writeln!(
@@ -169,20 +190,49 @@ pub fn render_prometheus(shared: &Shared) -> String {
             spec.name,
             load(&cm.latency_us_total) as f64 / 1e6
         );
-        let _ = writeln!(out, "walship_command_duration_seconds_count{{cmd=\"{}\"}} {cumulative}", spec.name);
+        let _ = writeln!(
+            out,
+            "walship_command_duration_seconds_count{{cmd=\"{}\"}} {cumulative}",
+            spec.name
+        );
     }
-    counter(&mut out, "walship_unknown_commands_total", "Requests naming a command walship does not have.", load(&m.unknown_commands));
+    counter(
+        &mut out,
+        "walship_unknown_commands_total",
+        "Requests naming a command walship does not have.",
+        load(&m.unknown_commands),
+    );
 
-    gauge(&mut out, "walship_connected_clients", "Client connections open now.", load(&shared.clients.connected));
-    counter(&mut out, "walship_connections_total", "Client connections accepted since start.", load(&m.connections_total));
+    gauge(
+        &mut out,
+        "walship_connected_clients",
+        "Client connections open now.",
+        load(&shared.clients.connected),
+    );
+    counter(
+        &mut out,
+        "walship_connections_total",
+        "Client connections accepted since start.",
+        load(&m.connections_total),
+    );
     counter(
         &mut out,
         "walship_rejected_connections_total",
         "Connections refused because max-clients was reached.",
         load(&m.rejected_connections),
     );
-    counter(&mut out, "walship_net_input_bytes_total", "Bytes read from clients.", load(&m.net_input_bytes));
-    counter(&mut out, "walship_net_output_bytes_total", "Bytes written to clients.", load(&m.net_output_bytes));
+    counter(
+        &mut out,
+        "walship_net_input_bytes_total",
+        "Bytes read from clients.",
+        load(&m.net_input_bytes),
+    );
+    counter(
+        &mut out,
+        "walship_net_output_bytes_total",
+        "Bytes written to clients.",
+        load(&m.net_output_bytes),
+    );
     counter(
         &mut out,
         "walship_protocol_errors_total",
@@ -203,28 +253,77 @@ pub fn render_prometheus(shared: &Shared) -> String {
     );
 
     let s = shared.store.stats();
-    counter(&mut out, "walship_wal_bytes_written_total", "Bytes appended to the WAL.", s.wal_bytes_written);
-    counter(&mut out, "walship_wal_fsyncs_total", "fsync/fdatasync calls on the WAL.", s.fsyncs);
-    counter(&mut out, "walship_wal_records_total", "WAL records written.", s.records_written);
+    counter(
+        &mut out,
+        "walship_wal_bytes_written_total",
+        "Bytes appended to the WAL.",
+        s.wal_bytes_written,
+    );
+    counter(
+        &mut out,
+        "walship_wal_fsyncs_total",
+        "fsync/fdatasync calls on the WAL.",
+        s.fsyncs,
+    );
+    counter(
+        &mut out,
+        "walship_wal_records_total",
+        "WAL records written.",
+        s.records_written,
+    );
     counter(
         &mut out,
         "walship_wal_group_commits_total",
         "Group commits (one write and one fsync for a batch of records).",
         s.group_commits,
     );
-    let per_commit = if s.group_commits > 0 { s.records_written as f64 / s.group_commits as f64 } else { 0.0 };
-    gauge(&mut out, "walship_wal_records_per_group_commit", "Average WAL records per group commit since start.", per_commit);
-    counter(&mut out, "walship_checkpoints_total", "Checkpoints written.", s.checkpoints);
+    let per_commit = if s.group_commits > 0 {
+        s.records_written as f64 / s.group_commits as f64
+    } else {
+        0.0
+    };
+    gauge(
+        &mut out,
+        "walship_wal_records_per_group_commit",
+        "Average WAL records per group commit since start.",
+        per_commit,
+    );
+    counter(
+        &mut out,
+        "walship_checkpoints_total",
+        "Checkpoints written.",
+        s.checkpoints,
+    );
     counter(
         &mut out,
         "walship_checkpoint_duration_seconds_total",
         "Time spent writing checkpoints.",
         s.checkpoint_ms_total as f64 / 1e3,
     );
-    gauge(&mut out, "walship_last_checkpoint_lsn", "LSN covered by the latest checkpoint.", s.last_checkpoint_lsn);
-    gauge(&mut out, "walship_wal_end_lsn", "End of the WAL (next LSN to assign).", shared.store.end_lsn());
-    gauge(&mut out, "walship_wal_flushed_lsn", "WAL durable up to this LSN.", shared.store.flushed_lsn());
+    gauge(
+        &mut out,
+        "walship_last_checkpoint_lsn",
+        "LSN covered by the latest checkpoint.",
+        s.last_checkpoint_lsn,
+    );
+    gauge(
+        &mut out,
+        "walship_wal_end_lsn",
+        "End of the WAL (next LSN to assign).",
+        shared.store.end_lsn(),
+    );
+    gauge(
+        &mut out,
+        "walship_wal_flushed_lsn",
+        "WAL durable up to this LSN.",
+        shared.store.flushed_lsn(),
+    );
     gauge(&mut out, "walship_keys", "Keys stored.", shared.store.len());
-    gauge(&mut out, "walship_uptime_seconds", "Seconds since the server started.", shared.started.elapsed().as_secs());
+    gauge(
+        &mut out,
+        "walship_uptime_seconds",
+        "Seconds since the server started.",
+        shared.started.elapsed().as_secs(),
+    );
     out
 }

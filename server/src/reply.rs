@@ -62,7 +62,10 @@ pub fn format_double(v: f64) -> String {
 
 impl Reply {
     pub fn new(proto: Protocol) -> Reply {
-        Reply { buf: Vec::with_capacity(16 * 1024), proto }
+        Reply {
+            buf: Vec::with_capacity(16 * 1024),
+            proto,
+        }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -124,7 +127,10 @@ impl Reply {
     /// CR and LF are replaced by spaces so the reply stays one line.
     pub fn error(&mut self, msg: &str) {
         self.buf.push(b'-');
-        self.buf.extend(msg.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+        self.buf.extend(
+            msg.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
         self.buf.extend_from_slice(b"\r\n");
     }
 
@@ -144,7 +150,8 @@ impl Reply {
         let digits = fmt_i64(v, &mut tmp);
         let mut len_tmp = [0u8; 20];
         self.buf.push(b'$');
-        self.buf.extend_from_slice(fmt_i64(digits.len() as i64, &mut len_tmp));
+        self.buf
+            .extend_from_slice(fmt_i64(digits.len() as i64, &mut len_tmp));
         self.buf.extend_from_slice(b"\r\n");
         self.buf.extend_from_slice(digits);
         self.buf.extend_from_slice(b"\r\n");
@@ -247,7 +254,10 @@ mod tests {
     fn scalars_encode_as_redis_does() {
         assert_eq!(enc(Protocol::Resp2, |r| r.ok()), "+OK\r\n");
         assert_eq!(enc(Protocol::Resp2, |r| r.int(-42)), ":-42\r\n");
-        assert_eq!(enc(Protocol::Resp2, |r| r.int(i64::MIN)), ":-9223372036854775808\r\n");
+        assert_eq!(
+            enc(Protocol::Resp2, |r| r.int(i64::MIN)),
+            ":-9223372036854775808\r\n"
+        );
         assert_eq!(enc(Protocol::Resp2, |r| r.bulk(b"hi")), "$2\r\nhi\r\n");
         assert_eq!(enc(Protocol::Resp2, |r| r.bulk(b"")), "$0\r\n\r\n");
         assert_eq!(enc(Protocol::Resp2, |r| r.bulk_int(1234)), "$4\r\n1234\r\n");
@@ -255,7 +265,10 @@ mod tests {
 
     #[test]
     fn errors_stay_on_one_line() {
-        assert_eq!(enc(Protocol::Resp2, |r| r.error("ERR a\r\nb")), "-ERR a  b\r\n");
+        assert_eq!(
+            enc(Protocol::Resp2, |r| r.error("ERR a\r\nb")),
+            "-ERR a  b\r\n"
+        );
     }
 
     #[test]
@@ -281,11 +294,20 @@ mod tests {
     fn resp3_only_types_fall_back_in_resp2() {
         assert_eq!(enc(Protocol::Resp3, |r| r.double(1.5)), ",1.5\r\n");
         assert_eq!(enc(Protocol::Resp2, |r| r.double(1.5)), "$3\r\n1.5\r\n");
-        assert_eq!(enc(Protocol::Resp3, |r| r.double(f64::INFINITY)), ",inf\r\n");
+        assert_eq!(
+            enc(Protocol::Resp3, |r| r.double(f64::INFINITY)),
+            ",inf\r\n"
+        );
         assert_eq!(enc(Protocol::Resp3, |r| r.boolean(true)), "#t\r\n");
         assert_eq!(enc(Protocol::Resp2, |r| r.boolean(false)), ":0\r\n");
         assert_eq!(enc(Protocol::Resp3, |r| r.set(2)), "~2\r\n");
-        assert_eq!(enc(Protocol::Resp3, |r| r.verbatim("txt", b"a:1")), "=7\r\ntxt:a:1\r\n");
-        assert_eq!(enc(Protocol::Resp2, |r| r.verbatim("txt", b"a:1")), "$3\r\na:1\r\n");
+        assert_eq!(
+            enc(Protocol::Resp3, |r| r.verbatim("txt", b"a:1")),
+            "=7\r\ntxt:a:1\r\n"
+        );
+        assert_eq!(
+            enc(Protocol::Resp2, |r| r.verbatim("txt", b"a:1")),
+            "$3\r\na:1\r\n"
+        );
     }
 }

@@ -44,9 +44,9 @@ impl Server {
             "storage engine opened"
         );
         let addr = cfg.listen_addr();
-        let listener = TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (is another server using the port?)"))?;
+        let listener = TcpListener::bind(&addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another server using the port?)")
+        })?;
         let admin = match cfg.admin_port {
             Some(port) => {
                 let admin_addr = if cfg.bind.contains(':') {
@@ -64,8 +64,15 @@ impl Server {
         };
         let shared = Arc::new(Shared::new(store, cfg));
         let local = listener.local_addr()?;
-        shared.port.store(u64::from(local.port()), Ordering::Relaxed);
-        Ok(Server { shared, listener, admin, _lock: lock })
+        shared
+            .port
+            .store(u64::from(local.port()), Ordering::Relaxed);
+        Ok(Server {
+            shared,
+            listener,
+            admin,
+            _lock: lock,
+        })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -82,7 +89,12 @@ impl Server {
 
     /// Serves until shutdown is triggered, then drains and closes the engine.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { shared, listener, admin, _lock } = self;
+        let Server {
+            shared,
+            listener,
+            admin,
+            _lock,
+        } = self;
         let admin_task = admin.map(|l| {
             tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin HTTP listening (/metrics, /health, /status)");
             tokio::spawn(crate::admin::serve(shared.clone(), l))
@@ -113,13 +125,21 @@ impl Server {
             let max = shared.runtime.max_clients.load(Ordering::Relaxed);
             if shared.clients.connected.fetch_add(1, Ordering::AcqRel) >= max {
                 shared.clients.connected.fetch_sub(1, Ordering::AcqRel);
-                shared.metrics.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .rejected_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    let _ = stream
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
                 });
                 continue;
             }
-            shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_total
+                .fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let laddr = stream.local_addr().unwrap_or(addr);
             let info = shared.clients.register(addr, laddr);
@@ -134,7 +154,10 @@ impl Server {
 
         drop(listener);
         drop(alive_tx);
-        tracing::info!(clients = shared.clients.connected.load(Ordering::Relaxed), "stopped accepting; draining connections");
+        tracing::info!(
+            clients = shared.clients.connected.load(Ordering::Relaxed),
+            "stopped accepting; draining connections"
+        );
         let drain = Duration::from_secs(crate::shutdown::DRAIN_TIMEOUT_SECS);
         if tokio::time::timeout(drain, alive_rx.recv()).await.is_err() {
             tracing::warn!("connections still busy after {drain:?}; closing anyway");
@@ -147,14 +170,21 @@ impl Server {
             .await
             .context("engine shutdown task failed")?
             .context("engine shutdown failed")?;
-        tracing::info!(lsn = shared.store.end_lsn(), "engine shut down cleanly; everything is durable");
+        tracing::info!(
+            lsn = shared.store.end_lsn(),
+            "engine shut down cleanly; everything is durable"
+        );
         Ok(())
     }
 }
 
 /// `walship server`: start, serve until SIGTERM/SIGINT/SHUTDOWN, stop.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    if cfg.requirepass.is_none() && cfg.bind != "127.0.0.1" && cfg.bind != "localhost" && cfg.bind != "::1" {
+    if cfg.requirepass.is_none()
+        && cfg.bind != "127.0.0.1"
+        && cfg.bind != "localhost"
+        && cfg.bind != "::1"
+    {
         tracing::warn!(bind = %cfg.bind, "listening beyond loopback without requirepass: anyone who can reach the port can read and write");
     }
     let server = Server::start(cfg).await?;

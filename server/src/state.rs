@@ -66,7 +66,10 @@ impl Shared {
 }
 
 pub fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Settings that `CONFIG SET` may change while the server runs.
@@ -210,9 +213,16 @@ impl ScanCursors {
 
 impl Default for ScanCursors {
     fn default() -> Self {
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         ScanCursors {
-            inner: Mutex::new(CursorTable { by_id: HashMap::new(), order: VecDeque::new(), next: seed }),
+            inner: Mutex::new(CursorTable {
+                by_id: HashMap::new(),
+                order: VecDeque::new(),
+                next: seed,
+            }),
         }
     }
 }

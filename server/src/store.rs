@@ -67,8 +67,9 @@ pub fn engine_config(cfg: &ServerConfig) -> EngineConfig {
 impl Store {
     /// Opens the engine in `cfg.data_dir`, running recovery. Blocking.
     pub fn open(cfg: &ServerConfig) -> anyhow::Result<Store> {
-        let engine = Engine::open(engine_config(cfg))
-            .with_context(|| format!("cannot open the data directory {}", cfg.data_dir.display()))?;
+        let engine = Engine::open(engine_config(cfg)).with_context(|| {
+            format!("cannot open the data directory {}", cfg.data_dir.display())
+        })?;
         Ok(Store { engine })
     }
 
@@ -108,7 +109,10 @@ impl Store {
 
     /// Runs `f` under the writer slot, logs and applies the mutation it
     /// returns. The change is visible but NOT durable: see [`Store::wait_durable`].
-    pub fn transact<R>(&self, f: impl FnOnce(&View) -> (Option<Mutation>, R)) -> Result<(Option<Lsn>, R), WriteError> {
+    pub fn transact<R>(
+        &self,
+        f: impl FnOnce(&View) -> (Option<Mutation>, R),
+    ) -> Result<(Option<Lsn>, R), WriteError> {
         self.engine.transact(f)
     }
 

@@ -1,1 +1,631 @@
+//! Command semantics against a real engine in a temporary directory.
+//! Durability waits are the connection's job, so these tests only check
+//! that writes report an LSN for it to wait on.
+
 use super::*;
+use crate::config::{FileConfig, FsyncSetting, ServerArgs, ServerConfig};
+use crate::reply::{Protocol, Reply};
+use crate::state::Shared;
+use crate::store::Store;
+use std::net::SocketAddr;
+
+struct T {
+    shared: Arc<Shared>,
+    client: ClientState,
+    out: Reply,
+    last_lsn: Option<Lsn>,
+    dir: tempfile::TempDir,
+}
+
+fn config(dir: &std::path::Path, pass: Option<&str>) -> ServerConfig {
+    let args = ServerArgs {
+        data_dir: Some(dir.to_path_buf()),
+        fsync: Some(FsyncSetting::Never),
+        requirepass: pass.map(str::to_string),
+        ..ServerArgs::default()
+    };
+    ServerConfig::merge(&args, &FileConfig::default()).unwrap()
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:1".parse().unwrap()
+}
+
+impl T {
+    fn new() -> T {
+        T::with_password(None)
+    }
+
+    fn with_password(pass: Option<&str>) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        T::open(dir, pass)
+    }
+
+    fn open(dir: tempfile::TempDir, pass: Option<&str>) -> T {
+        let cfg = config(dir.path(), pass);
+        let store = Store::open(&cfg).unwrap();
+        let shared = Arc::new(Shared::new(store, cfg));
+        let info = shared.clients.register(addr(), addr());
+        let client = ClientState::new(info, &shared);
+        T {
+            shared,
+            client,
+            out: Reply::new(Protocol::Resp2),
+            last_lsn: None,
+            dir,
+        }
+    }
+
+    /// A second client on the same server.
+    fn another_client(&self) -> (ClientState, Reply) {
+        let info = self.shared.clients.register(addr(), addr());
+        (
+            ClientState::new(info, &self.shared),
+            Reply::new(Protocol::Resp2),
+        )
+    }
+
+    /// Shuts the engine down and opens the directory again.
+    fn restart(self) -> T {
+        self.shared.store.shutdown().unwrap();
+        let T { shared, dir, .. } = self;
+        drop(shared);
+        T::open(dir, None)
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> String {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd_bytes(&bytes)
+    }
+
+    fn cmd_bytes(&mut self, args: &[&[u8]]) -> String {
+        let mut data = Vec::new();
+        let mut ranges = Vec::new();
+        for a in args {
+            let start = data.len();
+            data.extend_from_slice(a);
+            ranges.push((start, data.len()));
+        }
+        let mut ctx = Ctx::new(&self.shared, &mut self.client, &mut self.out);
+        execute(&mut ctx, Args::from_owned(&data, &ranges));
+        self.last_lsn = ctx.lsn;
+        let s = String::from_utf8_lossy(self.out.as_bytes()).into_owned();
+        self.out.clear();
+        s
+    }
+}
+
+#[test]
+fn set_then_get_returns_the_value_and_missing_keys_are_null() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["SET", "k", "v"]), "+OK\r\n");
+    assert!(
+        t.last_lsn.is_some(),
+        "a write must hand the connection an LSN to wait for"
+    );
+    assert_eq!(t.cmd(&["GET", "k"]), "$1\r\nv\r\n");
+    assert!(t.last_lsn.is_none(), "a read must not wait for durability");
+    assert_eq!(t.cmd(&["get", "nope"]), "$-1\r\n");
+}
+
+#[test]
+fn binary_keys_and_values_round_trip() {
+    let mut t = T::new();
+    let v: Vec<u8> = (0..=255).collect();
+    assert_eq!(t.cmd_bytes(&[b"SET", b"\x00\r\n", &v]), "+OK\r\n");
+    let mut want = b"$256\r\n".to_vec();
+    want.extend_from_slice(&v);
+    want.extend_from_slice(b"\r\n");
+    t.cmd_bytes(&[b"GET", b"\x00\r\n"]);
+    let mut ctx = Ctx::new(&t.shared, &mut t.client, &mut t.out);
+    let data = b"GET\x00\r\n".to_vec();
+    execute(&mut ctx, Args::from_owned(&data, &[(0, 3), (3, 6)]));
+    assert_eq!(t.out.as_bytes(), &want[..]);
+}
+
+#[test]
+fn set_nx_xx_and_get_follow_redis() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["SET", "k", "1", "XX"]), "$-1\r\n");
+    assert!(t.last_lsn.is_none(), "a SET that did nothing must not log");
+    assert_eq!(t.cmd(&["SET", "k", "1", "NX"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["SET", "k", "2", "NX"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["SET", "k", "3", "XX", "GET"]), "$1\r\n1\r\n");
+    assert_eq!(t.cmd(&["SET", "k", "4", "nx", "get"]), "$1\r\n3\r\n");
+    assert_eq!(t.cmd(&["GET", "k"]), "$1\r\n3\r\n");
+    assert_eq!(t.cmd(&["SET", "new", "x", "GET"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["GET", "new"]), "$1\r\nx\r\n");
+    assert_eq!(
+        t.cmd(&["SET", "k", "1", "NX", "XX"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(t.cmd(&["SET", "k", "1", "BOGUS"]), "-ERR syntax error\r\n");
+}
+
+#[test]
+fn set_with_expiry_is_refused_and_changes_nothing() {
+    let mut t = T::new();
+    for opts in [
+        &["EX", "10"][..],
+        &["PX", "5"],
+        &["EXAT", "1"],
+        &["PXAT", "1"],
+        &["KEEPTTL"],
+    ] {
+        let mut args = vec!["SET", "k", "v"];
+        args.extend_from_slice(opts);
+        let r = t.cmd(&args);
+        assert!(r.starts_with("-ERR key expiry is not supported"), "{r}");
+    }
+    assert_eq!(t.cmd(&["SET", "k", "v", "EX"]), "-ERR syntax error\r\n");
+    assert!(t
+        .cmd(&["EXPIRE", "k", "10"])
+        .starts_with("-ERR key expiry is not supported"));
+    assert!(t
+        .cmd(&["SETEX", "k", "10", "v"])
+        .starts_with("-ERR key expiry is not supported"));
+    assert_eq!(t.cmd(&["GET", "k"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["TTL", "k"]), ":-2\r\n");
+    t.cmd(&["SET", "k", "v"]);
+    assert_eq!(t.cmd(&["TTL", "k"]), ":-1\r\n");
+    assert_eq!(t.cmd(&["PTTL", "k"]), ":-1\r\n");
+}
+
+#[test]
+fn incr_family_counts_and_refuses_non_integers() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["INCR", "n"]), ":1\r\n");
+    assert_eq!(t.cmd(&["INCRBY", "n", "41"]), ":42\r\n");
+    assert_eq!(t.cmd(&["DECR", "n"]), ":41\r\n");
+    assert_eq!(t.cmd(&["DECRBY", "n", "-9"]), ":50\r\n");
+    assert_eq!(t.cmd(&["GET", "n"]), "$2\r\n50\r\n");
+    t.cmd(&["SET", "s", "abc"]);
+    assert_eq!(
+        t.cmd(&["INCR", "s"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["INCRBY", "n", "x"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    t.cmd(&["SET", "sp", " 1"]);
+    assert_eq!(
+        t.cmd(&["INCR", "sp"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    t.cmd(&["SET", "max", &i64::MAX.to_string()]);
+    assert_eq!(
+        t.cmd(&["INCR", "max"]),
+        "-ERR increment or decrement would overflow\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["DECRBY", "n", &i64::MIN.to_string()]),
+        "-ERR decrement would overflow\r\n"
+    );
+    assert_eq!(t.cmd(&["GET", "s"]), "$3\r\nabc\r\n");
+}
+
+#[test]
+fn append_strlen_getdel_getset_setnx() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["APPEND", "a", "hello"]), ":5\r\n");
+    assert_eq!(t.cmd(&["APPEND", "a", " world"]), ":11\r\n");
+    assert_eq!(t.cmd(&["STRLEN", "a"]), ":11\r\n");
+    assert_eq!(t.cmd(&["STRLEN", "nope"]), ":0\r\n");
+    assert_eq!(t.cmd(&["GETRANGE", "a", "0", "4"]), "$5\r\nhello\r\n");
+    assert_eq!(t.cmd(&["GETRANGE", "a", "-5", "-1"]), "$5\r\nworld\r\n");
+    assert_eq!(t.cmd(&["GETDEL", "a"]), "$11\r\nhello world\r\n");
+    assert_eq!(t.cmd(&["GETDEL", "a"]), "$-1\r\n");
+    assert!(t.last_lsn.is_none());
+    assert_eq!(t.cmd(&["GETSET", "g", "1"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["GETSET", "g", "2"]), "$1\r\n1\r\n");
+    assert_eq!(t.cmd(&["SETNX", "g", "3"]), ":0\r\n");
+    assert_eq!(t.cmd(&["SETNX", "h", "3"]), ":1\r\n");
+}
+
+#[test]
+fn mset_mget_msetnx() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["MSET", "a", "1", "b", "2"]), "+OK\r\n");
+    assert_eq!(
+        t.cmd(&["MGET", "a", "nope", "b"]),
+        "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["MSET", "a", "1", "b"]),
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+    );
+    assert_eq!(t.cmd(&["MSETNX", "c", "3", "a", "9"]), ":0\r\n");
+    assert_eq!(t.cmd(&["GET", "c"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["MSETNX", "c", "3", "d", "4"]), ":1\r\n");
+    assert_eq!(t.cmd(&["MSET", "x", "1", "x", "2"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["GET", "x"]), "$1\r\n2\r\n");
+}
+
+#[test]
+fn del_and_exists_count_like_redis() {
+    let mut t = T::new();
+    t.cmd(&["MSET", "a", "1", "b", "2", "c", "3"]);
+    assert_eq!(t.cmd(&["EXISTS", "a", "a", "nope"]), ":2\r\n");
+    assert_eq!(t.cmd(&["DEL", "a", "a", "b", "nope"]), ":2\r\n");
+    assert_eq!(t.cmd(&["DEL", "nope"]), ":0\r\n");
+    assert!(t.last_lsn.is_none(), "deleting nothing must not log");
+    assert_eq!(t.cmd(&["UNLINK", "c"]), ":1\r\n");
+    assert_eq!(t.cmd(&["DBSIZE"]), ":0\r\n");
+    assert_eq!(t.cmd(&["TYPE", "c"]), "+none\r\n");
+}
+
+#[test]
+fn unknown_commands_and_wrong_arity_use_redis_texts() {
+    let mut t = T::new();
+    assert_eq!(
+        t.cmd(&["foo", "a", "b"]),
+        "-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n"
+    );
+    assert_eq!(
+        t.cmd(&["foo"]),
+        "-ERR unknown command 'foo', with args beginning with: \r\n"
+    );
+    assert_eq!(
+        t.cmd(&["GET"]),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["get", "a", "b"]),
+        "-ERR wrong number of arguments for 'get' command\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET"]),
+        "-ERR wrong number of arguments for 'config|get' command\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CLIENT", "nope"]),
+        "-ERR unknown subcommand 'nope'. Try CLIENT HELP.\r\n"
+    );
+    let long = "x".repeat(300);
+    let r = t.cmd(&["nope", &long]);
+    assert!(r.len() < 300, "argument echo must be bounded: {}", r.len());
+}
+
+#[test]
+fn requirepass_gates_every_command_until_auth() {
+    let mut t = T::with_password(Some("s3cret"));
+    assert_eq!(t.cmd(&["GET", "k"]), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(t.cmd(&["PING"]), "-NOAUTH Authentication required.\r\n");
+    assert_eq!(
+        t.cmd(&["AUTH", "wrong"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["AUTH", "bob", "s3cret"]),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert!(t
+        .cmd(&["HELLO", "3"])
+        .starts_with("-NOAUTH HELLO must be called with the client already authenticated"));
+    assert_eq!(t.cmd(&["AUTH", "s3cret"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["PING"]), "+PONG\r\n");
+
+    let (mut c2, mut out2) = t.another_client();
+    let mut ctx = Ctx::new(&t.shared, &mut c2, &mut out2);
+    let data = b"AUTHdefaults3cret".to_vec();
+    execute(
+        &mut ctx,
+        Args::from_owned(&data, &[(0, 4), (4, 11), (11, 17)]),
+    );
+    assert_eq!(out2.as_bytes(), b"+OK\r\n");
+
+    let (mut c3, mut out3) = t.another_client();
+    let mut ctx = Ctx::new(&t.shared, &mut c3, &mut out3);
+    let data = b"HELLO3AUTHdefaults3cret".to_vec();
+    execute(
+        &mut ctx,
+        Args::from_owned(&data, &[(0, 5), (5, 6), (6, 10), (10, 17), (17, 23)]),
+    );
+    assert!(
+        out3.as_bytes().starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(out3.as_bytes())
+    );
+    assert!(c3.authenticated);
+}
+
+#[test]
+fn auth_without_a_configured_password_is_an_error() {
+    let mut t = T::new();
+    assert_eq!(
+        t.cmd(&["AUTH", "x"]),
+        "-ERR AUTH <password> called without any password configured for the default user. \
+         Are you sure your configuration is correct?\r\n"
+    );
+    assert_eq!(t.cmd(&["AUTH", "default", "anything"]), "+OK\r\n");
+}
+
+#[test]
+fn hello_3_switches_to_resp3() {
+    let mut t = T::new();
+    let r = t.cmd(&["HELLO", "3"]);
+    assert!(
+        r.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"),
+        "{r}"
+    );
+    assert!(r.contains("$5\r\nproto\r\n:3\r\n"), "{r}");
+    assert!(r.contains("$4\r\nrole\r\n$6\r\nmaster\r\n"), "{r}");
+    assert_eq!(t.cmd(&["GET", "nope"]), "_\r\n");
+    assert!(t
+        .cmd(&["CONFIG", "GET", "appendonly"])
+        .starts_with("%1\r\n"));
+    assert!(t.cmd(&["INFO", "keyspace"]).starts_with("="));
+    assert_eq!(
+        t.cmd(&["HELLO", "4"]),
+        "-NOPROTO unsupported protocol version\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["HELLO", "x"]),
+        "-ERR Protocol version is not an integer or out of range\r\n"
+    );
+    let r = t.cmd(&["HELLO", "2", "SETNAME", "app"]);
+    assert!(r.starts_with("*14\r\n"), "{r}");
+    assert_eq!(t.cmd(&["CLIENT", "GETNAME"]), "$3\r\napp\r\n");
+    assert_eq!(t.cmd(&["GET", "nope"]), "$-1\r\n");
+}
+
+#[test]
+fn connection_commands() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["PING"]), "+PONG\r\n");
+    assert_eq!(t.cmd(&["PING", "hi"]), "$2\r\nhi\r\n");
+    assert_eq!(t.cmd(&["ECHO", "x"]), "$1\r\nx\r\n");
+    assert_eq!(t.cmd(&["SELECT", "0"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["SELECT", "1"]), "-ERR DB index is out of range\r\n");
+    assert_eq!(
+        t.cmd(&["SELECT", "x"]),
+        "-ERR value is not an integer or out of range\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CLIENT", "SETNAME", "a b"]),
+        "-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(t.cmd(&["CLIENT", "SETNAME", "worker"]), "+OK\r\n");
+    assert_eq!(
+        t.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-rs"]),
+        "+OK\r\n"
+    );
+    let id = t.client.info.id;
+    assert_eq!(t.cmd(&["CLIENT", "ID"]), format!(":{id}\r\n"));
+    let list = t.cmd(&["CLIENT", "LIST"]);
+    assert!(list.contains(&format!("id={id} ")), "{list}");
+    assert!(list.contains("name=worker "), "{list}");
+    assert!(list.contains("lib-name=redis-rs"), "{list}");
+    assert_eq!(t.cmd(&["QUIT"]), "+OK\r\n");
+    assert!(t.client.close_after_reply);
+}
+
+#[test]
+fn scan_visits_every_key_once_with_numeric_cursors() {
+    let mut t = T::new();
+    for i in 0..25 {
+        t.cmd(&["SET", &format!("key:{i:02}"), "v"]);
+    }
+    t.cmd(&["SET", "other", "v"]);
+    let mut cursor = "0".to_string();
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    loop {
+        let r = t.cmd(&["SCAN", &cursor, "MATCH", "key:*", "COUNT", "10"]);
+        let lines: Vec<&str> = r.split("\r\n").collect();
+        assert_eq!(lines[0], "*2");
+        cursor = lines[2].to_string();
+        assert!(
+            cursor.parse::<u64>().is_ok(),
+            "cursor must be numeric: {cursor}"
+        );
+        seen.extend(
+            lines[4..]
+                .iter()
+                .filter(|l| l.starts_with("key:"))
+                .map(|s| s.to_string()),
+        );
+        calls += 1;
+        if cursor == "0" {
+            break;
+        }
+        assert!(calls < 10);
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(t.cmd(&["SCAN", "123456"]), "-ERR invalid cursor\r\n");
+    assert_eq!(t.cmd(&["SCAN", "abc"]), "-ERR invalid cursor\r\n");
+    assert_eq!(t.cmd(&["SCAN", "0", "COUNT", "0"]), "-ERR syntax error\r\n");
+    assert_eq!(
+        t.cmd(&["SCAN", "0", "TYPE", "hash", "COUNT", "1000"]),
+        "*2\r\n$1\r\n0\r\n*0\r\n"
+    );
+}
+
+#[test]
+fn keys_matches_globs_and_flushall_empties() {
+    let mut t = T::new();
+    t.cmd(&[
+        "MSET", "user:1", "a", "user:2", "b", "user", "c", "item:1", "d",
+    ]);
+    assert_eq!(
+        t.cmd(&["KEYS", "user:*"]),
+        "*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["KEYS", "user*"]),
+        "*3\r\n$4\r\nuser\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["KEYS", "*:1"]),
+        "*2\r\n$6\r\nitem:1\r\n$6\r\nuser:1\r\n"
+    );
+    assert_eq!(t.cmd(&["KEYS", "nothing*"]), "*0\r\n");
+    assert_eq!(t.cmd(&["FLUSHALL"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["DBSIZE"]), ":0\r\n");
+    assert_eq!(t.cmd(&["FLUSHALL", "BOGUS"]), "-ERR syntax error\r\n");
+}
+
+#[test]
+fn config_answers_redis_tools_and_guards_immutables() {
+    let mut t = T::new();
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET", "save"]),
+        "*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET", "appendonly"]),
+        "*2\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET", "appendfsync"]),
+        "*2\r\n$11\r\nappendfsync\r\n$2\r\nno\r\n"
+    );
+    assert_eq!(t.cmd(&["CONFIG", "GET", "nonexistent"]), "*0\r\n");
+    assert_eq!(t.cmd(&["CONFIG", "SET", "maxclients", "5"]), "+OK\r\n");
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET", "max-clients"]),
+        "*2\r\n$11\r\nmax-clients\r\n$1\r\n5\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CONFIG", "SET", "fsync", "always"]),
+        "-ERR CONFIG SET failed (possibly related to argument 'fsync') - can't set immutable config\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["CONFIG", "SET", "bogus", "1"]),
+        "-ERR Unknown option or number of arguments for CONFIG SET - 'bogus'\r\n"
+    );
+    assert!(t
+        .cmd(&["CONFIG", "SET", "maxclients", "0"])
+        .starts_with("-ERR CONFIG SET failed"));
+    assert!(t.cmd(&["CONFIG", "GET", "max*"]).matches("max").count() >= 6);
+}
+
+#[test]
+fn config_set_requirepass_applies_to_new_clients() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["CONFIG", "SET", "requirepass", "pw"]), "+OK\r\n");
+    assert_eq!(
+        t.cmd(&["PING"]),
+        "+PONG\r\n",
+        "existing clients stay authenticated"
+    );
+    let (mut c2, mut out2) = t.another_client();
+    let mut ctx = Ctx::new(&t.shared, &mut c2, &mut out2);
+    let data = b"PING".to_vec();
+    execute(&mut ctx, Args::from_owned(&data, &[(0, 4)]));
+    assert_eq!(out2.as_bytes(), b"-NOAUTH Authentication required.\r\n");
+}
+
+#[test]
+fn info_has_redis_sections_and_fields() {
+    let mut t = T::new();
+    t.cmd(&["SET", "a", "1"]);
+    let r = t.cmd(&["INFO"]);
+    for needle in [
+        "# Server\r\n",
+        "redis_version:",
+        "# Clients\r\nconnected_clients:",
+        "# Persistence\r\n",
+        "# Stats\r\n",
+        "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n",
+        "master_repl_offset:",
+        "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n",
+    ] {
+        assert!(r.contains(needle), "INFO lacks {needle:?}:\n{r}");
+    }
+    let offset = format!("master_repl_offset:{}\r\n", t.shared.store.end_lsn());
+    assert!(r.contains(&offset), "{r}");
+    let r = t.cmd(&["INFO", "replication"]);
+    assert!(!r.contains("# Server"), "{r}");
+    assert!(t
+        .cmd(&["INFO", "commandstats"])
+        .contains("# Commandstats\r\n"));
+}
+
+#[test]
+fn command_replies_keep_redis_cli_happy() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["COMMAND", "DOCS"]), "*0\r\n");
+    assert_eq!(
+        t.cmd(&["COMMAND", "COUNT"]),
+        format!(":{}\r\n", COMMANDS.len())
+    );
+    let info = t.cmd(&["COMMAND", "INFO", "get", "nope"]);
+    assert!(
+        info.starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"),
+        "{info}"
+    );
+    assert!(info.ends_with("*-1\r\n"), "{info}");
+    assert!(t
+        .cmd(&["COMMAND"])
+        .starts_with(&format!("*{}\r\n", COMMANDS.len())));
+}
+
+#[test]
+fn time_role_lastsave() {
+    let mut t = T::new();
+    assert!(t.cmd(&["TIME"]).starts_with("*2\r\n$10\r\n"));
+    assert!(t.cmd(&["ROLE"]).starts_with("*3\r\n$6\r\nmaster\r\n:"));
+    assert!(t.cmd(&["LASTSAVE"]).starts_with(':'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_writes_a_checkpoint() {
+    let mut t = T::new();
+    t.cmd(&["SET", "a", "1"]);
+    assert_eq!(t.cmd(&["SAVE"]), "+OK\r\n");
+    assert_eq!(t.shared.store.stats().checkpoints, 1);
+    assert_eq!(t.cmd(&["BGSAVE"]), "+Background saving started\r\n");
+}
+
+#[test]
+fn values_survive_a_restart_as_results_not_operations() {
+    let mut t = T::new();
+    t.cmd(&["INCRBY", "n", "5"]);
+    t.cmd(&["INCR", "n"]);
+    t.cmd(&["APPEND", "s", "ab"]);
+    t.cmd(&["APPEND", "s", "cd"]);
+    t.cmd(&["MSET", "a", "1", "b", "2"]);
+    t.cmd(&["DEL", "a"]);
+    let mut t = t.restart();
+    assert_eq!(t.cmd(&["GET", "n"]), "$1\r\n6\r\n");
+    assert_eq!(t.cmd(&["GET", "s"]), "$4\r\nabcd\r\n");
+    assert_eq!(t.cmd(&["MGET", "a", "b"]), "*2\r\n$-1\r\n$1\r\n2\r\n");
+}
+
+#[test]
+fn oversized_values_are_refused_without_storing() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServerArgs {
+        data_dir: Some(dir.path().to_path_buf()),
+        fsync: Some(FsyncSetting::Never),
+        max_value_size: Some(crate::config::ByteSize(8)),
+        ..ServerArgs::default()
+    };
+    let cfg = ServerConfig::merge(&args, &FileConfig::default()).unwrap();
+    let shared = Arc::new(Shared::new(Store::open(&cfg).unwrap(), cfg));
+    let info = shared.clients.register(addr(), addr());
+    let mut client = ClientState::new(info, &shared);
+    let mut out = Reply::new(Protocol::Resp2);
+    let mut ctx = Ctx::new(&shared, &mut client, &mut out);
+    let data = b"SETk123456789".to_vec();
+    execute(
+        &mut ctx,
+        Args::from_owned(&data, &[(0, 3), (3, 4), (4, 13)]),
+    );
+    let r = String::from_utf8_lossy(out.as_bytes()).into_owned();
+    assert!(
+        r.starts_with("-ERR value of 9 bytes is over the limit of 8 bytes"),
+        "{r}"
+    );
+    assert!(shared.store.get(b"k").is_none());
+}
+
+#[test]
+fn command_lookup_is_case_insensitive_and_bounded() {
+    assert_eq!(lookup(b"GeT"), lookup(b"get"));
+    assert!(lookup(b"get").is_some());
+    assert!(lookup(&[b'a'; 100]).is_none());
+    assert!(lookup(b"").is_none());
+}

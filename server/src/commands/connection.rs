@@ -78,9 +78,15 @@ fn valid_client_name(name: &[u8]) -> bool {
 
 fn set_name(info: &ClientInfo, name: &[u8]) -> CmdResult {
     if !valid_client_name(name) {
-        return Err(CmdError::msg("ERR Client names cannot contain spaces, newlines or special characters."));
+        return Err(CmdError::msg(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
     }
-    *info.name.lock() = if name.is_empty() { None } else { Some(String::from_utf8_lossy(name).into_owned()) };
+    *info.name.lock() = if name.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8_lossy(name).into_owned())
+    };
     Ok(())
 }
 
@@ -129,7 +135,10 @@ pub fn hello(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         set_name(&ctx.client.info, n)?;
     }
     ctx.out.set_protocol(proto);
-    ctx.client.info.resp.store(proto.version() as u8, Ordering::Relaxed);
+    ctx.client
+        .info
+        .resp
+        .store(proto.version() as u8, Ordering::Relaxed);
     ctx.out.map(7);
     ctx.out.bulk(b"server");
     ctx.out.bulk(b"redis");
@@ -177,8 +186,11 @@ pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 /// One `CLIENT LIST` line, fields as Redis 7 prints them.
 fn client_line(info: &ClientInfo, out: &mut String) {
     let age = info.created.elapsed();
-    let idle_ms = (age.as_millis() as u64).saturating_sub(info.last_active_ms.load(Ordering::Relaxed));
-    let cmd = COMMANDS.get(info.last_command.load(Ordering::Relaxed)).map_or("NULL", |c| c.name);
+    let idle_ms =
+        (age.as_millis() as u64).saturating_sub(info.last_active_ms.load(Ordering::Relaxed));
+    let cmd = COMMANDS
+        .get(info.last_command.load(Ordering::Relaxed))
+        .map_or("NULL", |c| c.name);
     let _ = writeln!(
         out,
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
@@ -238,7 +250,10 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         } else if attr.eq_ignore_ascii_case(b"LIB-VER") {
             *ctx.client.info.lib_ver.lock() = Some(value);
         } else {
-            return Err(CmdError::msg(format!("ERR Unrecognized option '{}'", String::from_utf8_lossy(attr))));
+            return Err(CmdError::msg(format!(
+                "ERR Unrecognized option '{}'",
+                String::from_utf8_lossy(attr)
+            )));
         }
         ctx.out.ok();
     } else if is(b"LIST") {
@@ -259,7 +274,11 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.verbatim("txt", text.as_bytes());
     } else if is(b"NO-EVICT") || is(b"NO-TOUCH") {
         if n != 3 {
-            return Err(CmdError::arity(if is(b"NO-EVICT") { "client|no-evict" } else { "client|no-touch" }));
+            return Err(CmdError::arity(if is(b"NO-EVICT") {
+                "client|no-evict"
+            } else {
+                "client|no-touch"
+            }));
         }
         let v = args.get(2);
         if !v.eq_ignore_ascii_case(b"ON") && !v.eq_ignore_ascii_case(b"OFF") {
@@ -270,7 +289,14 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         help_reply(
             ctx.out,
             "CLIENT",
-            &["GETNAME", "ID", "INFO", "LIST", "SETINFO <LIB-NAME|LIB-VER> <value>", "SETNAME <name>"],
+            &[
+                "GETNAME",
+                "ID",
+                "INFO",
+                "LIST",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "SETNAME <name>",
+            ],
         );
     } else {
         return Err(unknown_subcommand(sub, "client"));

@@ -126,7 +126,10 @@ mod tests {
             ("**a", "ba"),
         ];
         for (p, s) in yes {
-            assert!(glob_match(p.as_bytes(), s.as_bytes()), "{p} should match {s}");
+            assert!(
+                glob_match(p.as_bytes(), s.as_bytes()),
+                "{p} should match {s}"
+            );
         }
         let no: &[(&str, &str)] = &[
             ("a*", "bac"),
@@ -137,7 +140,10 @@ mod tests {
             ("abc", "abcd"),
         ];
         for (p, s) in no {
-            assert!(!glob_match(p.as_bytes(), s.as_bytes()), "{p} should not match {s}");
+            assert!(
+                !glob_match(p.as_bytes(), s.as_bytes()),
+                "{p} should not match {s}"
+            );
         }
     }
 

@@ -15,7 +15,9 @@ pub fn del(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         let mut ops = Vec::new();
         for key in args.iter().skip(1) {
             if view.contains_key(key) && seen.insert(key) {
-                ops.push(BatchOp::Delete { key: Bytes::copy_from_slice(key) });
+                ops.push(BatchOp::Delete {
+                    key: Bytes::copy_from_slice(key),
+                });
             }
         }
         let n = ops.len();
@@ -35,20 +37,32 @@ pub fn del(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 
 /// EXISTS counts every argument that names a key, repeats included.
 pub fn exists(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let n = args.iter().skip(1).filter(|k| ctx.shared.store.contains_key(k)).count();
+    let n = args
+        .iter()
+        .skip(1)
+        .filter(|k| ctx.shared.store.contains_key(k))
+        .count();
     ctx.out.int(n as i64);
     Ok(())
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let t = if ctx.shared.store.contains_key(args.get(1)) { "string" } else { "none" };
+    let t = if ctx.shared.store.contains_key(args.get(1)) {
+        "string"
+    } else {
+        "none"
+    };
     ctx.out.simple(t);
     Ok(())
 }
 
 /// TTL / PTTL: keys never expire, so -1 for a key and -2 for no key.
 pub fn ttl(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    ctx.out.int(if ctx.shared.store.contains_key(args.get(1)) { -1 } else { -2 });
+    ctx.out.int(if ctx.shared.store.contains_key(args.get(1)) {
+        -1
+    } else {
+        -2
+    });
     Ok(())
 }
 
@@ -67,7 +81,8 @@ pub fn dbsize(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 pub fn flushall(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     match args.len() {
         1 => {}
-        2 if args.get(1).eq_ignore_ascii_case(b"ASYNC") || args.get(1).eq_ignore_ascii_case(b"SYNC") => {}
+        2 if args.get(1).eq_ignore_ascii_case(b"ASYNC")
+            || args.get(1).eq_ignore_ascii_case(b"SYNC") => {}
         _ => return Err(CmdError::Syntax),
     }
     ctx.transact(|_| (Some(Mutation::Clear), ()))?;
@@ -77,7 +92,10 @@ pub fn flushall(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 
 /// The literal prefix of a glob pattern (bytes before the first special one).
 fn literal_prefix(pattern: &[u8]) -> &[u8] {
-    let end = pattern.iter().position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\')).unwrap_or(pattern.len());
+    let end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
     &pattern[..end]
 }
 
@@ -159,7 +177,12 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let after = if cursor == 0 {
         None
     } else {
-        Some(ctx.shared.scan_cursors.get(cursor).ok_or_else(|| CmdError::msg("ERR invalid cursor"))?)
+        Some(
+            ctx.shared
+                .scan_cursors
+                .get(cursor)
+                .ok_or_else(|| CmdError::msg("ERR invalid cursor"))?,
+        )
     };
     // COUNT is a hint of work per call; bound it so one call stays short.
     let count = count.min(1 << 20);
@@ -174,7 +197,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     };
     let matching: Vec<&Bytes> = keys
         .iter()
-        .filter(|k| type_ok && pattern.map_or(true, |p| glob_match(p, k)))
+        .filter(|k| type_ok && pattern.is_none_or(|p| glob_match(p, k)))
         .collect();
     ctx.out.array(2);
     ctx.out.bulk(next.to_string().as_bytes());

@@ -60,7 +60,13 @@ pub struct CommandSpec {
 
 macro_rules! cmd {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
-        CommandSpec { name: $name, arity: $arity, flags: $flags, keys: $keys, handler: $handler }
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            handler: $handler,
+        }
     };
 }
 
@@ -119,18 +125,48 @@ pub static COMMANDS: &[CommandSpec] = &[
     // connection
     cmd!("ping", -1, FAST | CONNECTION, NOKEYS, connection::ping),
     cmd!("echo", 2, FAST | CONNECTION, NOKEYS, connection::echo),
-    cmd!("hello", -1, NO_AUTH | FAST | CONNECTION, NOKEYS, connection::hello),
-    cmd!("auth", -2, NO_AUTH | FAST | CONNECTION, NOKEYS, connection::auth),
+    cmd!(
+        "hello",
+        -1,
+        NO_AUTH | FAST | CONNECTION,
+        NOKEYS,
+        connection::hello
+    ),
+    cmd!(
+        "auth",
+        -2,
+        NO_AUTH | FAST | CONNECTION,
+        NOKEYS,
+        connection::auth
+    ),
     cmd!("select", 2, FAST | CONNECTION, NOKEYS, connection::select),
-    cmd!("quit", -1, NO_AUTH | FAST | CONNECTION, NOKEYS, connection::quit),
-    cmd!("reset", 1, NO_AUTH | FAST | CONNECTION, NOKEYS, connection::reset),
+    cmd!(
+        "quit",
+        -1,
+        NO_AUTH | FAST | CONNECTION,
+        NOKEYS,
+        connection::quit
+    ),
+    cmd!(
+        "reset",
+        1,
+        NO_AUTH | FAST | CONNECTION,
+        NOKEYS,
+        connection::reset
+    ),
     cmd!("client", -2, CONNECTION, NOKEYS, connection::client),
 ];
 
 /// Index into [`COMMANDS`] of the command called `name` (any case).
 pub fn lookup(name: &[u8]) -> Option<usize> {
     static INDEX: OnceLock<HashMap<&'static [u8], usize>> = OnceLock::new();
-    let index = INDEX.get_or_init(|| COMMANDS.iter().enumerate().map(|(i, c)| (c.name.as_bytes(), i)).collect());
+    let index = INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect()
+    });
     let mut lower = [0u8; 16];
     if name.len() > lower.len() {
         return None;
@@ -190,7 +226,11 @@ pub struct ClientState {
 
 impl ClientState {
     pub fn new(info: Arc<ClientInfo>, shared: &Shared) -> ClientState {
-        ClientState { info, authenticated: shared.runtime.requirepass().is_none(), close_after_reply: false }
+        ClientState {
+            info,
+            authenticated: shared.runtime.requirepass().is_none(),
+            close_after_reply: false,
+        }
     }
 }
 
@@ -205,13 +245,25 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(shared: &'a Arc<Shared>, client: &'a mut ClientState, out: &'a mut Reply) -> Ctx<'a> {
-        Ctx { shared, client, out, lsn: None }
+    pub fn new(
+        shared: &'a Arc<Shared>,
+        client: &'a mut ClientState,
+        out: &'a mut Reply,
+    ) -> Ctx<'a> {
+        Ctx {
+            shared,
+            client,
+            out,
+            lsn: None,
+        }
     }
 
     /// Runs `f` atomically against the current state and logs the mutation it
     /// returns, remembering the LSN so the reply waits for durability.
-    pub fn transact<R>(&mut self, f: impl FnOnce(&View) -> (Option<Mutation>, R)) -> Result<R, CmdError> {
+    pub fn transact<R>(
+        &mut self,
+        f: impl FnOnce(&View) -> (Option<Mutation>, R),
+    ) -> Result<R, CmdError> {
         let (lsn, r) = self.shared.store.transact(f)?;
         if let Some(lsn) = lsn {
             self.lsn = Some(self.lsn.map_or(lsn, |prev| prev.max(lsn)));
@@ -235,11 +287,18 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
     let name = args.get(0);
     let Some(idx) = lookup(name) else {
         ctx.out.error(&unknown_command_message(args));
-        return Outcome { command: None, failed: true };
+        return Outcome {
+            command: None,
+            failed: true,
+        };
     };
     let spec = &COMMANDS[idx];
     let n = args.len() as i32;
-    let arity_ok = if spec.arity > 0 { n == spec.arity } else { n >= -spec.arity };
+    let arity_ok = if spec.arity > 0 {
+        n == spec.arity
+    } else {
+        n >= -spec.arity
+    };
     let result = if !arity_ok {
         Err(CmdError::arity(spec.name))
     } else if !ctx.client.authenticated && spec.flags & NO_AUTH == 0 {
@@ -254,7 +313,10 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
             true
         }
     };
-    Outcome { command: Some(idx), failed }
+    Outcome {
+        command: Some(idx),
+        failed,
+    }
 }
 
 /// Redis 7's text: `ERR unknown command 'foo', with args beginning with: 'a' 'b' `.
@@ -279,7 +341,13 @@ pub fn unknown_command_message(args: Args<'_>) -> String {
 /// `ERR unknown subcommand 'x'. Try CONFIG HELP.`
 pub fn unknown_subcommand(sub: &[u8], cmd: &str) -> CmdError {
     let sub: String = String::from_utf8_lossy(sub).chars().take(128).collect();
-    CmdError::Msg(format!("ERR unknown subcommand '{sub}'. Try {} HELP.", cmd.to_ascii_uppercase()).into())
+    CmdError::Msg(
+        format!(
+            "ERR unknown subcommand '{sub}'. Try {} HELP.",
+            cmd.to_ascii_uppercase()
+        )
+        .into(),
+    )
 }
 
 /// Parses an integer argument the way Redis does.
@@ -290,7 +358,9 @@ pub fn parse_int(arg: &[u8]) -> Result<i64, CmdError> {
 /// Writes a HELP reply (an array of status lines).
 pub fn help_reply(out: &mut Reply, cmd: &str, lines: &[&str]) {
     out.array(lines.len() + 2);
-    out.simple(&format!("{cmd} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"));
+    out.simple(&format!(
+        "{cmd} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    ));
     for l in lines {
         out.simple(l);
     }

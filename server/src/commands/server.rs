@@ -18,10 +18,27 @@ pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
 // ---------------------------------------------------------------- INFO
 
-const DEFAULT_SECTIONS: &[&str] =
-    &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace"];
-const ALL_SECTIONS: &[&str] =
-    &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "commandstats", "keyspace"];
+const DEFAULT_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "keyspace",
+];
+const ALL_SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "commandstats",
+    "keyspace",
+];
 
 pub fn info(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let mut wanted: Vec<&str> = Vec::new();
@@ -81,7 +98,9 @@ macro_rules! field {
 
 fn run_id(shared: &Shared) -> String {
     // Stable for the process lifetime: derived from the start time and pid.
-    let seed = shared.started_unix_secs ^ (u64::from(std::process::id()) << 32) ^ shared.store.cluster_id();
+    let seed = shared.started_unix_secs
+        ^ (u64::from(std::process::id()) << 32)
+        ^ shared.store.cluster_id();
     let mut x = seed | 1;
     let mut s = String::with_capacity(40);
     while s.len() < 40 {
@@ -95,13 +114,19 @@ fn run_id(shared: &Shared) -> String {
 }
 
 fn info_server(shared: &Shared, out: &mut String) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let uptime = shared.started.elapsed().as_secs();
     out.push_str("# Server\r\n");
     field!(out, "redis_version", REDIS_COMPAT_VERSION);
     field!(out, "walship_version", env!("CARGO_PKG_VERSION"));
     field!(out, "redis_mode", "standalone");
-    field!(out, "os", format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
+    field!(
+        out,
+        "os",
+        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
+    );
     field!(out, "arch_bits", usize::BITS);
     field!(out, "multiplexing_api", "tokio");
     field!(out, "process_id", std::process::id());
@@ -110,20 +135,39 @@ fn info_server(shared: &Shared, out: &mut String) {
     field!(out, "server_time_usec", now.as_micros());
     field!(out, "uptime_in_seconds", uptime);
     field!(out, "uptime_in_days", uptime / 86_400);
-    field!(out, "executable", std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default());
+    field!(
+        out,
+        "executable",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
     field!(
         out,
         "config_file",
-        shared.config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        shared
+            .config
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     );
     field!(out, "data_dir", shared.config.data_dir.display());
 }
 
 fn info_clients(shared: &Shared, out: &mut String) {
     out.push_str("# Clients\r\n");
-    field!(out, "connected_clients", shared.clients.connected.load(Ordering::Relaxed));
+    field!(
+        out,
+        "connected_clients",
+        shared.clients.connected.load(Ordering::Relaxed)
+    );
     field!(out, "cluster_connections", 0);
-    field!(out, "maxclients", shared.runtime.max_clients.load(Ordering::Relaxed));
+    field!(
+        out,
+        "maxclients",
+        shared.runtime.max_clients.load(Ordering::Relaxed)
+    );
     field!(out, "blocked_clients", 0);
     field!(out, "tracking_clients", 0);
 }
@@ -133,7 +177,11 @@ fn rss_bytes() -> u64 {
     let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * u64::try_from(page).unwrap_or(4096)
@@ -176,9 +224,21 @@ fn info_persistence(shared: &Shared, out: &mut String) {
     out.push_str("# Persistence\r\n");
     field!(out, "loading", 0);
     field!(out, "async_loading", 0);
-    field!(out, "rdb_changes_since_last_save", shared.store.end_lsn().saturating_sub(s.last_checkpoint_lsn));
-    field!(out, "rdb_bgsave_in_progress", u8::from(p.bgsave_in_progress.load(Ordering::Relaxed)));
-    field!(out, "rdb_last_save_time", p.last_save_unix_secs.load(Ordering::Relaxed));
+    field!(
+        out,
+        "rdb_changes_since_last_save",
+        shared.store.end_lsn().saturating_sub(s.last_checkpoint_lsn)
+    );
+    field!(
+        out,
+        "rdb_bgsave_in_progress",
+        u8::from(p.bgsave_in_progress.load(Ordering::Relaxed))
+    );
+    field!(
+        out,
+        "rdb_last_save_time",
+        p.last_save_unix_secs.load(Ordering::Relaxed)
+    );
     field!(out, "rdb_last_bgsave_status", status);
     field!(out, "aof_enabled", 1);
     field!(out, "aof_rewrite_in_progress", 0);
@@ -201,17 +261,33 @@ fn info_stats(shared: &Shared, out: &mut String) {
     let calls: u64 = m.commands.iter().map(|c| load(&c.calls)).sum();
     let failed: u64 = m.commands.iter().map(|c| load(&c.failed_calls)).sum();
     out.push_str("# Stats\r\n");
-    field!(out, "total_connections_received", load(&m.connections_total));
-    field!(out, "total_commands_processed", calls + load(&m.unknown_commands));
+    field!(
+        out,
+        "total_connections_received",
+        load(&m.connections_total)
+    );
+    field!(
+        out,
+        "total_commands_processed",
+        calls + load(&m.unknown_commands)
+    );
     field!(out, "total_net_input_bytes", load(&m.net_input_bytes));
     field!(out, "total_net_output_bytes", load(&m.net_output_bytes));
     field!(out, "rejected_connections", load(&m.rejected_connections));
     field!(out, "expired_keys", 0);
     field!(out, "evicted_keys", 0);
-    field!(out, "total_error_replies", failed + load(&m.unknown_commands));
+    field!(
+        out,
+        "total_error_replies",
+        failed + load(&m.unknown_commands)
+    );
     field!(out, "unexpected_error_replies", 0);
     field!(out, "total_protocol_errors", load(&m.protocol_errors));
-    field!(out, "client_limit_disconnects", load(&m.output_limit_disconnects));
+    field!(
+        out,
+        "client_limit_disconnects",
+        load(&m.output_limit_disconnects)
+    );
     field!(out, "durability_failures", load(&m.durability_failures));
 }
 
@@ -220,8 +296,16 @@ fn info_replication(shared: &Shared, out: &mut String) {
     field!(out, "role", "master");
     field!(out, "connected_slaves", 0);
     field!(out, "master_failover_state", "no-failover");
-    field!(out, "master_replid", format!("{:040x}", shared.store.cluster_id()));
-    field!(out, "master_replid2", "0000000000000000000000000000000000000000");
+    field!(
+        out,
+        "master_replid",
+        format!("{:040x}", shared.store.cluster_id())
+    );
+    field!(
+        out,
+        "master_replid2",
+        "0000000000000000000000000000000000000000"
+    );
     field!(out, "master_repl_offset", shared.store.end_lsn());
     field!(out, "second_repl_offset", -1);
     field!(out, "repl_backlog_active", 0);
@@ -285,7 +369,12 @@ fn parse_size(v: &str) -> Result<u64, String> {
     v.parse::<ByteSize>().map(|b| b.0)
 }
 
-fn set_u64_min(target: &std::sync::atomic::AtomicU64, v: u64, min: u64, name: &str) -> Result<(), String> {
+fn set_u64_min(
+    target: &std::sync::atomic::AtomicU64,
+    v: u64,
+    min: u64,
+    name: &str,
+) -> Result<(), String> {
     if v < min {
         return Err(format!("{name} must be at least {min}"));
     }
@@ -294,32 +383,76 @@ fn set_u64_min(target: &std::sync::atomic::AtomicU64, v: u64, min: u64, name: &s
 }
 
 const PARAMS: &[Param] = &[
-    Param { name: "data-dir", get: |s| s.config.data_dir.display().to_string(), set: None },
-    Param { name: "port", get: |s| s.port.load(Ordering::Relaxed).to_string(), set: None },
-    Param { name: "bind", get: |s| s.config.bind.clone(), set: None },
-    Param { name: "fsync", get: |s| s.config.fsync.to_string(), set: None },
+    Param {
+        name: "data-dir",
+        get: |s| s.config.data_dir.display().to_string(),
+        set: None,
+    },
+    Param {
+        name: "port",
+        get: |s| s.port.load(Ordering::Relaxed).to_string(),
+        set: None,
+    },
+    Param {
+        name: "bind",
+        get: |s| s.config.bind.clone(),
+        set: None,
+    },
+    Param {
+        name: "fsync",
+        get: |s| s.config.fsync.to_string(),
+        set: None,
+    },
     Param {
         name: "segment-size",
-        get: |s| s.config.segment_size_bytes.map(|v| v.to_string()).unwrap_or_default(),
+        get: |s| {
+            s.config
+                .segment_size_bytes
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        },
         set: None,
     },
     Param {
         name: "checkpoint-every",
-        get: |s| s.config.checkpoint_every_bytes.map(|v| v.to_string()).unwrap_or_default(),
+        get: |s| {
+            s.config
+                .checkpoint_every_bytes
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        },
         set: None,
     },
     Param {
         name: "max-clients",
         get: |s| s.runtime.max_clients.load(Ordering::Relaxed).to_string(),
         set: Some(|s, v| {
-            set_u64_min(&s.runtime.max_clients, v.parse().map_err(|_| "not a number")?, 1, "max-clients")
+            set_u64_min(
+                &s.runtime.max_clients,
+                v.parse().map_err(|_| "not a number")?,
+                1,
+                "max-clients",
+            )
         }),
     },
-    Param { name: "max-value-size", get: |s| s.config.max_value_bytes.to_string(), set: None },
-    Param { name: "max-key-size", get: |s| s.config.max_key_bytes.to_string(), set: None },
+    Param {
+        name: "max-value-size",
+        get: |s| s.config.max_value_bytes.to_string(),
+        set: None,
+    },
+    Param {
+        name: "max-key-size",
+        get: |s| s.config.max_key_bytes.to_string(),
+        set: None,
+    },
     Param {
         name: "requirepass",
-        get: |s| s.runtime.requirepass().map(|p| p.to_string()).unwrap_or_default(),
+        get: |s| {
+            s.runtime
+                .requirepass()
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        },
         set: Some(|s, v| {
             s.runtime.set_requirepass(Some(v));
             Ok(())
@@ -327,38 +460,85 @@ const PARAMS: &[Param] = &[
     },
     Param {
         name: "admin-port",
-        get: |s| s.config.admin_port.map(|p| p.to_string()).unwrap_or_default(),
+        get: |s| {
+            s.config
+                .admin_port
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        },
         set: None,
     },
     Param {
         name: "client-output-buffer-limit",
-        get: |s| s.runtime.client_output_buffer_limit_bytes.load(Ordering::Relaxed).to_string(),
+        get: |s| {
+            s.runtime
+                .client_output_buffer_limit_bytes
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
         set: Some(|s, v| {
-            set_u64_min(&s.runtime.client_output_buffer_limit_bytes, parse_size(v)?, 1024 * 1024, "client-output-buffer-limit")
+            set_u64_min(
+                &s.runtime.client_output_buffer_limit_bytes,
+                parse_size(v)?,
+                1024 * 1024,
+                "client-output-buffer-limit",
+            )
         }),
     },
     Param {
         name: "client-query-buffer-limit",
-        get: |s| s.runtime.client_query_buffer_limit_bytes.load(Ordering::Relaxed).to_string(),
+        get: |s| {
+            s.runtime
+                .client_query_buffer_limit_bytes
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
         set: Some(|s, v| {
             let min = s.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed);
-            set_u64_min(&s.runtime.client_query_buffer_limit_bytes, parse_size(v)?, min, "client-query-buffer-limit (>= proto-max-bulk-len)")
+            set_u64_min(
+                &s.runtime.client_query_buffer_limit_bytes,
+                parse_size(v)?,
+                min,
+                "client-query-buffer-limit (>= proto-max-bulk-len)",
+            )
         }),
     },
     Param {
         name: "proto-max-bulk-len",
-        get: |s| s.runtime.proto_max_bulk_len_bytes.load(Ordering::Relaxed).to_string(),
+        get: |s| {
+            s.runtime
+                .proto_max_bulk_len_bytes
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
         set: Some(|s, v| {
             let v = parse_size(v)?;
-            if v > s.runtime.client_query_buffer_limit_bytes.load(Ordering::Relaxed) {
+            if v > s
+                .runtime
+                .client_query_buffer_limit_bytes
+                .load(Ordering::Relaxed)
+            {
                 return Err("proto-max-bulk-len must not exceed client-query-buffer-limit".into());
             }
-            set_u64_min(&s.runtime.proto_max_bulk_len_bytes, v, 1024 * 1024, "proto-max-bulk-len")
+            set_u64_min(
+                &s.runtime.proto_max_bulk_len_bytes,
+                v,
+                1024 * 1024,
+                "proto-max-bulk-len",
+            )
         }),
     },
     // Redis names, answered so Redis tools see sensible values.
-    Param { name: "save", get: |_| String::new(), set: None },
-    Param { name: "appendonly", get: |_| "yes".into(), set: None },
+    Param {
+        name: "save",
+        get: |_| String::new(),
+        set: None,
+    },
+    Param {
+        name: "appendonly",
+        get: |_| "yes".into(),
+        set: None,
+    },
     Param {
         name: "appendfsync",
         get: |s| {
@@ -375,21 +555,61 @@ const PARAMS: &[Param] = &[
         name: "maxclients",
         get: |s| s.runtime.max_clients.load(Ordering::Relaxed).to_string(),
         set: Some(|s, v| {
-            set_u64_min(&s.runtime.max_clients, v.parse().map_err(|_| "not a number")?, 1, "maxclients")
+            set_u64_min(
+                &s.runtime.max_clients,
+                v.parse().map_err(|_| "not a number")?,
+                1,
+                "maxclients",
+            )
         }),
     },
-    Param { name: "dir", get: |s| absolute(&s.config.data_dir), set: None },
-    Param { name: "dbfilename", get: |_| String::new(), set: None },
-    Param { name: "databases", get: |_| "1".into(), set: None },
-    Param { name: "maxmemory", get: |_| "0".into(), set: None },
-    Param { name: "maxmemory-policy", get: |_| "noeviction".into(), set: None },
-    Param { name: "timeout", get: |_| "0".into(), set: None },
-    Param { name: "tcp-keepalive", get: |_| "0".into(), set: None },
-    Param { name: "cluster-enabled", get: |_| "no".into(), set: None },
+    Param {
+        name: "dir",
+        get: |s| absolute(&s.config.data_dir),
+        set: None,
+    },
+    Param {
+        name: "dbfilename",
+        get: |_| String::new(),
+        set: None,
+    },
+    Param {
+        name: "databases",
+        get: |_| "1".into(),
+        set: None,
+    },
+    Param {
+        name: "maxmemory",
+        get: |_| "0".into(),
+        set: None,
+    },
+    Param {
+        name: "maxmemory-policy",
+        get: |_| "noeviction".into(),
+        set: None,
+    },
+    Param {
+        name: "timeout",
+        get: |_| "0".into(),
+        set: None,
+    },
+    Param {
+        name: "tcp-keepalive",
+        get: |_| "0".into(),
+        set: None,
+    },
+    Param {
+        name: "cluster-enabled",
+        get: |_| "no".into(),
+        set: None,
+    },
 ];
 
 fn absolute(p: &std::path::Path) -> String {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
@@ -414,7 +634,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         }
         Ok(())
     } else if sub.eq_ignore_ascii_case(b"SET") {
-        if args.len() < 4 || args.len() % 2 != 0 {
+        if args.len() < 4 || !args.len().is_multiple_of(2) {
             return Err(CmdError::arity("config|set"));
         }
         // Check everything first so a failing pair changes nothing.
@@ -423,7 +643,9 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             let name = String::from_utf8_lossy(args.get(2 + 2 * pair)).to_ascii_lowercase();
             let value = String::from_utf8_lossy(args.get(3 + 2 * pair)).into_owned();
             let Some(p) = PARAMS.iter().find(|p| p.name == name) else {
-                return Err(CmdError::msg(format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'")));
+                return Err(CmdError::msg(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                )));
             };
             if p.set.is_none() {
                 return Err(CmdError::msg(format!(
@@ -435,7 +657,10 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         for (p, value) in todo {
             let set = p.set.expect("checked above");
             set(ctx.shared, &value).map_err(|e| {
-                CmdError::msg(format!("ERR CONFIG SET failed (possibly related to argument '{}') - {e}", p.name))
+                CmdError::msg(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{}') - {e}",
+                    p.name
+                ))
             })?;
         }
         ctx.out.ok();
@@ -448,7 +673,9 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         ctx.out.ok();
         Ok(())
     } else if sub.eq_ignore_ascii_case(b"REWRITE") {
-        Err(CmdError::msg("ERR CONFIG REWRITE is not supported: edit the TOML file given with --config"))
+        Err(CmdError::msg(
+            "ERR CONFIG REWRITE is not supported: edit the TOML file given with --config",
+        ))
     } else if sub.eq_ignore_ascii_case(b"HELP") {
         help_reply(
             ctx.out,
@@ -552,7 +779,14 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         help_reply(
             ctx.out,
             "COMMAND",
-            &["(no subcommand)", "    Return details about all commands.", "COUNT", "DOCS", "INFO [<command-name> ...]", "LIST"],
+            &[
+                "(no subcommand)",
+                "    Return details about all commands.",
+                "COUNT",
+                "DOCS",
+                "INFO [<command-name> ...]",
+                "LIST",
+            ],
         );
     } else {
         return Err(unknown_subcommand(sub, "command"));
@@ -563,7 +797,9 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 // ---------------------------------------------------------------- misc
 
 pub fn time(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     ctx.out.array(2);
     ctx.out.bulk_int(now.as_secs() as i64);
     ctx.out.bulk_int(i64::from(now.subsec_micros()));
@@ -575,7 +811,11 @@ fn checkpoint_now(shared: &Shared) -> Result<(), String> {
     let p = &shared.persistence;
     match r {
         Ok(info) => {
-            tracing::info!(redo_lsn = info.redo_lsn, keys = info.entries, "checkpoint written");
+            tracing::info!(
+                redo_lsn = info.redo_lsn,
+                keys = info.entries,
+                "checkpoint written"
+            );
             p.last_save_unix_secs.store(unix_secs(), Ordering::Relaxed);
             p.last_save_status.store(1, Ordering::Relaxed);
             Ok(())
@@ -608,21 +848,37 @@ pub fn bgsave(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     if args.len() > 2 || (args.len() == 2 && !args.get(1).eq_ignore_ascii_case(b"SCHEDULE")) {
         return Err(CmdError::Syntax);
     }
-    if ctx.shared.persistence.bgsave_in_progress.swap(true, Ordering::AcqRel) {
+    if ctx
+        .shared
+        .persistence
+        .bgsave_in_progress
+        .swap(true, Ordering::AcqRel)
+    {
         return Err(CmdError::msg("ERR Background save already in progress"));
     }
     let shared = ctx.shared.clone();
     tokio::task::spawn_blocking(move || {
         let _ = checkpoint_now(&shared);
-        shared.persistence.bgsave_in_progress.store(false, Ordering::Release);
+        shared
+            .persistence
+            .bgsave_in_progress
+            .store(false, Ordering::Release);
     });
     ctx.out.simple("Background saving started");
     Ok(())
 }
 
 pub fn lastsave(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
-    let t = ctx.shared.persistence.last_save_unix_secs.load(Ordering::Relaxed);
-    ctx.out.int(if t == 0 { ctx.shared.started_unix_secs as i64 } else { t as i64 });
+    let t = ctx
+        .shared
+        .persistence
+        .last_save_unix_secs
+        .load(Ordering::Relaxed);
+    ctx.out.int(if t == 0 {
+        ctx.shared.started_unix_secs as i64
+    } else {
+        t as i64
+    });
     Ok(())
 }
 
@@ -639,7 +895,9 @@ pub fn role(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 /// Redis, no reply: the connection closes.
 pub fn shutdown(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     for a in args.iter().skip(1) {
-        let ok = [&b"NOSAVE"[..], b"SAVE", b"NOW", b"FORCE"].iter().any(|o| a.eq_ignore_ascii_case(o));
+        let ok = [&b"NOSAVE"[..], b"SAVE", b"NOW", b"FORCE"]
+            .iter()
+            .any(|o| a.eq_ignore_ascii_case(o));
         if a.eq_ignore_ascii_case(b"ABORT") {
             return Err(CmdError::msg("ERR No shutdown in progress."));
         }
@@ -647,7 +905,10 @@ pub fn shutdown(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
-    tracing::info!(client = ctx.client.info.id, "SHUTDOWN requested by a client");
+    tracing::info!(
+        client = ctx.client.info.id,
+        "SHUTDOWN requested by a client"
+    );
     ctx.shared.trigger_shutdown();
     ctx.client.close_after_reply = true;
     Ok(())

@@ -8,7 +8,8 @@ use crate::resp::{parse_i64, Args};
 use crate::store::{BatchOp, Mutation};
 
 /// Error for every way of asking for expiry: walship has no durable expiry.
-pub const EXPIRY_UNSUPPORTED: &str = "ERR key expiry is not supported by walship (keys never expire; \
+pub const EXPIRY_UNSUPPORTED: &str =
+    "ERR key expiry is not supported by walship (keys never expire; \
      SET EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX, GETEX and EXPIRE are refused)";
 
 pub fn get(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
@@ -40,7 +41,9 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             return_old = true;
         } else if opt.eq_ignore_ascii_case(b"KEEPTTL") && !expiry {
             expiry = true;
-        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"].iter().any(|o| opt.eq_ignore_ascii_case(o))
+        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
+            .iter()
+            .any(|o| opt.eq_ignore_ascii_case(o))
             && has_next
             && !expiry
         {
@@ -108,7 +111,12 @@ pub fn getset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     let old = ctx.transact(|view| match view.get(key) {
-        Some(v) => (Some(Mutation::Delete { key: Bytes::copy_from_slice(key) }), Some(v.clone())),
+        Some(v) => (
+            Some(Mutation::Delete {
+                key: Bytes::copy_from_slice(key),
+            }),
+            Some(v.clone()),
+        ),
         None => (None, None),
     })?;
     ctx.out.optional_bulk(old.as_deref());
@@ -144,7 +152,10 @@ fn pairs_to_batch(args: Args<'_>) -> Vec<BatchOp> {
     let mut ops = Vec::with_capacity((args.len() - 1) / 2);
     let mut i = 1;
     while i + 1 < args.len() {
-        ops.push(BatchOp::Put { key: Bytes::copy_from_slice(args.get(i)), value: Bytes::copy_from_slice(args.get(i + 1)) });
+        ops.push(BatchOp::Put {
+            key: Bytes::copy_from_slice(args.get(i)),
+            value: Bytes::copy_from_slice(args.get(i + 1)),
+        });
         i += 2;
     }
     ops
@@ -152,7 +163,7 @@ fn pairs_to_batch(args: Args<'_>) -> Vec<BatchOp> {
 
 /// MSET: all pairs in one Batch record, so a crash keeps all or none.
 pub fn mset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(CmdError::arity("mset"));
     }
     let ops = pairs_to_batch(args);
@@ -162,7 +173,7 @@ pub fn mset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 pub fn msetnx(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(CmdError::arity("msetnx"));
     }
     let ops = pairs_to_batch(args);
@@ -190,10 +201,19 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
             },
         };
         let Some(new) = current.checked_add(delta) else {
-            return (None, Err(CmdError::msg("ERR increment or decrement would overflow")));
+            return (
+                None,
+                Err(CmdError::msg("ERR increment or decrement would overflow")),
+            );
         };
         let value = Bytes::from(new.to_string());
-        (Some(Mutation::Put { key: Bytes::copy_from_slice(key), value }), Ok(new))
+        (
+            Some(Mutation::Put {
+                key: Bytes::copy_from_slice(key),
+                value,
+            }),
+            Ok(new),
+        )
     })?;
     ctx.out.int(result?);
     Ok(())
@@ -229,7 +249,13 @@ pub fn append(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         new.extend_from_slice(current);
         new.extend_from_slice(suffix);
         let len = new.len();
-        (Some(Mutation::Put { key: Bytes::copy_from_slice(key), value: Bytes::from(new) }), len)
+        (
+            Some(Mutation::Put {
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::from(new),
+            }),
+            len,
+        )
     })?;
     ctx.out.int(len as i64);
     Ok(())

@@ -31,20 +31,36 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The texts are Redis 7's, so tools that match on them keep working.
         match self {
-            ProtocolError::InvalidMultibulkLength => f.write_str("Protocol error: invalid multibulk length"),
+            ProtocolError::InvalidMultibulkLength => {
+                f.write_str("Protocol error: invalid multibulk length")
+            }
             ProtocolError::InvalidBulkLength => f.write_str("Protocol error: invalid bulk length"),
             ProtocolError::ExpectedDollar(b) => {
-                write!(f, "Protocol error: expected '$', got '{}'", char::from(*b).escape_default())
+                write!(
+                    f,
+                    "Protocol error: expected '$', got '{}'",
+                    char::from(*b).escape_default()
+                )
             }
             ProtocolError::TooBigInline => f.write_str("Protocol error: too big inline request"),
-            ProtocolError::TooBigMultibulkCount => f.write_str("Protocol error: too big mbulk count string"),
-            ProtocolError::TooBigBulkCount => f.write_str("Protocol error: too big bulk count string"),
-            ProtocolError::UnbalancedQuotes => f.write_str("Protocol error: unbalanced quotes in request"),
+            ProtocolError::TooBigMultibulkCount => {
+                f.write_str("Protocol error: too big mbulk count string")
+            }
+            ProtocolError::TooBigBulkCount => {
+                f.write_str("Protocol error: too big bulk count string")
+            }
+            ProtocolError::UnbalancedQuotes => {
+                f.write_str("Protocol error: unbalanced quotes in request")
+            }
             ProtocolError::UnauthenticatedMultibulkLength => {
                 f.write_str("Protocol error: unauthenticated multibulk length")
             }
-            ProtocolError::UnauthenticatedBulkLength => f.write_str("Protocol error: unauthenticated bulk length"),
-            ProtocolError::QueryBufferLimit => f.write_str("Protocol error: client query buffer limit exceeded"),
+            ProtocolError::UnauthenticatedBulkLength => {
+                f.write_str("Protocol error: unauthenticated bulk length")
+            }
+            ProtocolError::QueryBufferLimit => {
+                f.write_str("Protocol error: client query buffer limit exceeded")
+            }
         }
     }
 }

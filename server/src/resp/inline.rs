@@ -39,7 +39,8 @@ pub(crate) fn split_args(
                         return Err(ProtocolError::UnbalancedQuotes);
                     };
                     if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
-                        if let (Some(h), Some(l)) = (hex_value(line[i + 2]), hex_value(line[i + 3])) {
+                        if let (Some(h), Some(l)) = (hex_value(line[i + 2]), hex_value(line[i + 3]))
+                        {
                             out.push(h * 16 + l);
                             i += 4;
                             continue;
@@ -115,13 +116,19 @@ mod tests {
 
     #[test]
     fn plain_words_split_on_whitespace() {
-        assert_eq!(split("  SET  k\tv ").unwrap(), vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]);
+        assert_eq!(
+            split("  SET  k\tv ").unwrap(),
+            vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()]
+        );
         assert!(split("   ").unwrap().is_empty());
     }
 
     #[test]
     fn double_quotes_understand_escapes() {
-        assert_eq!(split(r#"SET k "a b\x41\n""#).unwrap()[2], b"a bA\n".to_vec());
+        assert_eq!(
+            split(r#"SET k "a b\x41\n""#).unwrap()[2],
+            b"a bA\n".to_vec()
+        );
         assert_eq!(split(r#"ECHO """#).unwrap()[1], b"".to_vec());
     }
 
@@ -133,7 +140,10 @@ mod tests {
     #[test]
     fn unterminated_or_glued_quotes_are_refused() {
         assert_eq!(split(r#"SET k "abc"#), Err(ProtocolError::UnbalancedQuotes));
-        assert_eq!(split(r#"SET k "abc"x"#), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(
+            split(r#"SET k "abc"x"#),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
         assert_eq!(split("SET k 'abc"), Err(ProtocolError::UnbalancedQuotes));
     }
 }

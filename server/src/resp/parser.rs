@@ -158,12 +158,18 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
 /// Finds `needle` in `buf[from..]`, looking at most `window` bytes.
 fn find_within(buf: &[u8], from: usize, window: usize, needle: u8) -> Option<usize> {
     let end = buf.len().min(from.saturating_add(window));
-    buf[from..end].iter().position(|&b| b == needle).map(|i| from + i)
+    buf[from..end]
+        .iter()
+        .position(|&b| b == needle)
+        .map(|i| from + i)
 }
 
 impl Parser {
     pub fn new(limits: Limits) -> Parser {
-        Parser { limits, state: State::Idle }
+        Parser {
+            limits,
+            state: State::Idle,
+        }
     }
 
     pub fn set_max_bulk_bytes(&mut self, max_bulk_bytes: u64) {
@@ -180,7 +186,12 @@ impl Parser {
     /// `buf` must start where the previous complete request ended; between
     /// `Incomplete` results the caller may only append to it. After an error
     /// the connection must be closed: the parser's state is unspecified.
-    pub fn parse(&mut self, buf: &[u8], req: &mut Request, authenticated: bool) -> Result<Parsed, ProtocolError> {
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        req: &mut Request,
+        authenticated: bool,
+    ) -> Result<Parsed, ProtocolError> {
         let (mut remaining, mut pos) = match self.state {
             State::Multibulk { remaining, pos } => (remaining, pos),
             State::Idle => {
