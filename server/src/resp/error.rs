@@ -5,7 +5,7 @@ use std::fmt;
 /// to be in step with the framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
-    /// `*` header that is not an integer, is below -1, or exceeds the array limit.
+    /// `*` header that is not an integer or exceeds the array limit.
     InvalidMultibulkLength,
     /// `$` header that is not an integer, is negative, or exceeds `proto-max-bulk-len`.
     InvalidBulkLength,

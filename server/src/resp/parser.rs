@@ -212,14 +212,14 @@ impl Parser {
                     return Ok(Parsed::Incomplete);
                 }
                 let n = parse_i64(&buf[1..cr]).ok_or(ProtocolError::InvalidMultibulkLength)?;
-                if n < -1 || (n > 0 && n as u64 > self.limits.max_multibulk_len) {
+                if n > 0 && n as u64 > self.limits.max_multibulk_len {
                     return Err(ProtocolError::InvalidMultibulkLength);
                 }
                 if !authenticated && n > Limits::UNAUTHENTICATED_MAX_MULTIBULK_LEN as i64 {
                     return Err(ProtocolError::UnauthenticatedMultibulkLength);
                 }
                 if n <= 0 {
-                    // `*0` and `*-1` carry no command; Redis skips them silently.
+                    // `*0`, `*-1` (and any `*-N`) carry no command; Redis skips them silently.
                     return Ok(Parsed::Empty { consumed: cr + 2 });
                 }
                 // Reserve for what is plausible, not for what was announced.
