@@ -70,17 +70,31 @@ impl Memtable {
         self.map.range::<[u8], _>((lower, Bound::Unbounded)).take(limit)
     }
 
-    /// Inserts an entry as a checkpoint holds it.
+    /// Inserts an entry as a checkpoint holds it (key and value already owned).
     pub(crate) fn insert_entry(&mut self, key: Bytes, entry: Entry) {
-        self.put(key, entry.value, entry.lsn);
+        let added = (key.len() + entry.value.len()) as u64;
+        if let Some(old) = self.map.insert(key.clone(), entry) {
+            self.data_bytes -= (key.len() + old.value.len()) as u64;
+        }
+        self.data_bytes += added;
     }
 
-    fn put(&mut self, key: Bytes, value: Bytes, lsn: u64) {
-        let key_len = key.len() as u64;
+    fn put(&mut self, key: &Bytes, value: &Bytes, lsn: u64) {
+        // IMPORTANT: copy into allocations of our own. Keys and values often
+        // arrive as slices of something larger (a mapped WAL segment during
+        // recovery, a network buffer on a standby), which the memtable would
+        // otherwise keep alive for as long as the key lives.
+        let value = Bytes::copy_from_slice(value);
         let value_len = value.len() as u64;
-        match self.map.insert(key, Entry { value, lsn }) {
-            Some(old) => self.data_bytes = self.data_bytes - old.value.len() as u64 + value_len,
-            None => self.data_bytes += key_len + value_len,
+        match self.map.get_mut(&key[..]) {
+            Some(e) => {
+                self.data_bytes = self.data_bytes - e.value.len() as u64 + value_len;
+                *e = Entry { value, lsn };
+            }
+            None => {
+                self.data_bytes += key.len() as u64 + value_len;
+                self.map.insert(Bytes::copy_from_slice(key), Entry { value, lsn });
+            }
         }
     }
 
@@ -94,12 +108,12 @@ impl Memtable {
     /// mutation twice gives the same state (checkpoints rely on it).
     pub fn apply(&mut self, lsn: u64, m: &Mutation) {
         match m {
-            Mutation::Put { key, value } => self.put(key.clone(), value.clone(), lsn),
+            Mutation::Put { key, value } => self.put(key, value, lsn),
             Mutation::Delete { key } => self.delete(key),
             Mutation::Batch(ops) => {
                 for op in ops {
                     match op {
-                        BatchOp::Put { key, value } => self.put(key.clone(), value.clone(), lsn),
+                        BatchOp::Put { key, value } => self.put(key, value, lsn),
                         BatchOp::Delete { key } => self.delete(key),
                     }
                 }

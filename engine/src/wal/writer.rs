@@ -105,6 +105,9 @@ pub(crate) struct WalShared {
     ack_lsn: AtomicU64,
     written_tx: watch::Sender<u64>,
     waiters: Mutex<Vec<Waiter>>,
+    /// The notifier thread sleeps here; the flag asks it to stop.
+    notifier_stop: Mutex<bool>,
+    notifier_cv: Condvar,
     poisoned: Mutex<Option<Arc<str>>>,
     is_poisoned: AtomicBool,
     pub counters: WalCounters,
@@ -150,6 +153,7 @@ pub(crate) struct Wal {
     cluster_id: u64,
     segment_size_bytes: u64,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    notifier: Mutex<Option<JoinHandle<()>>>,
     preparing: Mutex<Option<Preparing>>,
 }
 
@@ -178,6 +182,8 @@ impl Wal {
             ack_lsn: AtomicU64::new(end_lsn),
             written_tx,
             waiters: Mutex::new(Vec::new()),
+            notifier_stop: Mutex::new(false),
+            notifier_cv: Condvar::new(),
             poisoned: Mutex::new(None),
             is_poisoned: AtomicBool::new(false),
             counters: WalCounters::default(),
@@ -187,7 +193,19 @@ impl Wal {
             .name("wal-flusher".into())
             .spawn(move || flusher_loop(&flusher_shared))
             .expect("spawn the WAL flusher thread");
-        Wal { shared, cluster_id, segment_size_bytes, flusher: Mutex::new(Some(handle)), preparing: Mutex::new(None) }
+        let notifier_shared = shared.clone();
+        let notifier = std::thread::Builder::new()
+            .name("wal-notifier".into())
+            .spawn(move || notifier_loop(&notifier_shared))
+            .expect("spawn the WAL notifier thread");
+        Wal {
+            shared,
+            cluster_id,
+            segment_size_bytes,
+            flusher: Mutex::new(Some(handle)),
+            notifier: Mutex::new(Some(notifier)),
+            preparing: Mutex::new(None),
+        }
     }
 
     /// LSN where the next record goes.
@@ -379,6 +397,11 @@ impl Wal {
         if let Some(h) = self.flusher.lock().take() {
             let _ = h.join();
         }
+        *self.shared.notifier_stop.lock() = true;
+        self.shared.notifier_cv.notify_all();
+        if let Some(h) = self.notifier.lock().take() {
+            let _ = h.join();
+        }
         if let Some((_, h)) = self.preparing.lock().take() {
             let _ = h.join();
         }
@@ -490,12 +513,34 @@ fn flusher_loop(shared: &WalShared) {
             _ => written,
         };
         shared.ack_lsn.store(ack, Ordering::Release);
-        wake_waiters(shared, ack);
+        // Waking many writers costs a syscall each: the notifier thread does
+        // it while this thread starts on the next batch.
+        {
+            let _g = shared.notifier_stop.lock();
+            shared.notifier_cv.notify_one();
+        }
         shared.progress_cv.notify_all();
         spare = data;
         if shutdown && shared.queue.lock().buf.is_empty() {
             return;
         }
+    }
+}
+
+fn notifier_loop(shared: &WalShared) {
+    let mut woken = 0u64;
+    loop {
+        {
+            let mut stop = shared.notifier_stop.lock();
+            while shared.ack_lsn() <= woken && !*stop {
+                shared.notifier_cv.wait(&mut stop);
+            }
+            if *stop && shared.ack_lsn() <= woken {
+                return;
+            }
+        }
+        woken = shared.ack_lsn();
+        wake_waiters(shared, woken);
     }
 }
 
