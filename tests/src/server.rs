@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::binary::walship_bin;
 use crate::ports::free_port;
-use crate::process::wait_timeout;
+use crate::process::{wait_timeout, within};
 use crate::resp::{RawConn, Reply};
 
 /// How long a start may take before it counts as failed (failure guard, not
@@ -187,11 +187,20 @@ impl TestServer {
         })
     }
 
-    /// Like [`TestServer::connection`], returning the error.
+    /// Like [`TestServer::connection`], returning the error. The whole
+    /// handshake (connect, `AUTH`) is bounded by [`CLIENT_IO_TIMEOUT`].
     pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
-        let con = self
-            .client()
-            .get_connection_with_timeout(CLIENT_IO_TIMEOUT)?;
+        let client = self.client();
+        let handshake = within(CLIENT_IO_TIMEOUT, move || {
+            client.get_connection_with_timeout(CLIENT_IO_TIMEOUT)
+        });
+        let con = handshake.unwrap_or_else(|| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection handshake did not finish",
+            )
+            .into())
+        })?;
         con.set_read_timeout(Some(CLIENT_IO_TIMEOUT))?;
         con.set_write_timeout(Some(CLIENT_IO_TIMEOUT))?;
         Ok(con)

@@ -97,10 +97,14 @@ fn redis_crate_client_with_password_works() {
     // With an explicit user name, too.
     let mut info = server.connection_info();
     info.redis.username = Some("default".into());
-    let mut con = redis::Client::open(info)
-        .unwrap()
-        .get_connection_with_timeout(std::time::Duration::from_secs(20))
-        .expect("AUTH default <pass> on connect");
+    let timeout = std::time::Duration::from_secs(20);
+    let client = redis::Client::open(info).unwrap();
+    let mut con = walship_tests::process::within(timeout, move || {
+        client.get_connection_with_timeout(timeout)
+    })
+    .expect("AUTH default <pass> handshake hung")
+    .expect("AUTH default <pass> on connect");
+    con.set_read_timeout(Some(timeout)).unwrap();
     let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
     assert_eq!(v, "v");
 }

@@ -145,9 +145,16 @@ fn redis_crate_works_over_resp3() {
         server.port()
     ))
     .unwrap();
-    let mut con = client
-        .get_connection_with_timeout(std::time::Duration::from_secs(20))
-        .expect("RESP3 connection (the crate sends HELLO 3)");
+    let timeout = std::time::Duration::from_secs(20);
+    let mut con = walship_tests::process::within(timeout, move || {
+        client.get_connection_with_timeout(timeout)
+    })
+    .expect("RESP3 handshake (HELLO 3) hung")
+    .expect("RESP3 connection (the crate sends HELLO 3)");
+    con.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    con.set_write_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
     let v: Value = redis::cmd("GET").arg("k").query(&mut con).unwrap();
     assert_eq!(v, Value::BulkString(b"v".to_vec()));
