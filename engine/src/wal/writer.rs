@@ -62,6 +62,8 @@ impl std::fmt::Display for FsyncPolicy {
 
 /// Most bytes the queue holds before appenders wait for the flusher.
 const QUEUE_MAX_BYTES: usize = 32 << 20;
+/// Up to this many waiters the flusher wakes them itself.
+const DIRECT_WAKE_MAX_WAITERS: usize = 4;
 /// Bytes written with one zero-fill call while preallocating.
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
@@ -514,8 +516,11 @@ fn flusher_loop(shared: &WalShared) {
         };
         shared.ack_lsn.store(ack, Ordering::Release);
         // Waking many writers costs a syscall each: the notifier thread does
-        // it while this thread starts on the next batch.
-        {
+        // it while this thread starts on the next batch. A few are woken here,
+        // which saves a thread hop when concurrency is low.
+        if shared.waiters.lock().len() <= DIRECT_WAKE_MAX_WAITERS {
+            wake_waiters(shared, ack);
+        } else {
             let _g = shared.notifier_stop.lock();
             shared.notifier_cv.notify_one();
         }
