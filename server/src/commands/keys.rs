@@ -36,12 +36,18 @@ pub fn del(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 }
 
 /// EXISTS counts every argument that names a key, repeats included.
+/// Several keys are counted in one consistent state (see `string::mget`).
 pub fn exists(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let n = args
-        .iter()
-        .skip(1)
-        .filter(|k| ctx.shared.store.contains_key(k))
-        .count();
+    let n = if args.len() == 2 {
+        usize::from(ctx.shared.store.contains_key(args.get(1)))
+    } else {
+        ctx.transact(|view| {
+            (
+                None,
+                args.iter().skip(1).filter(|k| view.contains_key(k)).count(),
+            )
+        })?
+    };
     ctx.out.int(n as i64);
     Ok(())
 }

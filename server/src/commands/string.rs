@@ -139,10 +139,17 @@ pub fn expiry_refused(_ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
     Err(CmdError::msg(EXPIRY_UNSUPPORTED))
 }
 
+/// MGET reads all keys from one consistent state, so it never sees half of
+/// an MSET. A read-only `transact` gives that snapshot: it holds the writer
+/// slot (not the readers) while the values are cloned, which is cheap.
 pub fn mget(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    ctx.out.array(args.len() - 1);
-    for key in args.iter().skip(1) {
-        let v = ctx.shared.store.get(key);
+    let values = ctx.transact(|view| {
+        let values: Vec<Option<Bytes>> =
+            args.iter().skip(1).map(|k| view.get(k).cloned()).collect();
+        (None, values)
+    })?;
+    ctx.out.array(values.len());
+    for v in &values {
         ctx.out.optional_bulk(v.as_deref());
     }
     Ok(())
