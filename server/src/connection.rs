@@ -330,3 +330,7 @@ impl Connection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "connection_test.rs"]
+mod tests;
