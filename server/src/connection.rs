@@ -258,7 +258,6 @@ impl Connection {
             }
             return;
         };
-        self.client.info.last_command.store(idx, Ordering::Relaxed);
         match lsn {
             Some(lsn) => {
                 if self.batch.lsn.is_none() {

@@ -629,3 +629,57 @@ fn command_lookup_is_case_insensitive_and_bounded() {
     assert!(lookup(&[b'a'; 100]).is_none());
     assert!(lookup(b"").is_none());
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Commands that need a tokio runtime or stop the server are left out.
+    fn names() -> Vec<&'static str> {
+        COMMANDS
+            .iter()
+            .map(|c| c.name)
+            .filter(|n| !matches!(*n, "save" | "bgsave" | "shutdown"))
+            .collect()
+    }
+
+    fn arg() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..12),
+            Just(b"NX".to_vec()),
+            Just(b"GET".to_vec()),
+            Just(b"COUNT".to_vec()),
+            Just(b"MATCH".to_vec()),
+            Just(b"*".to_vec()),
+            Just(b"0".to_vec()),
+            Just(b"-1".to_vec()),
+            Just(b"9223372036854775807".to_vec()),
+            Just(b"k".to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn random_commands_never_panic_and_always_reply(
+            script in proptest::collection::vec(
+                (0usize..1000, proptest::collection::vec(arg(), 0..6)),
+                1..80,
+            )
+        ) {
+            let names = names();
+            let mut t = T::new();
+            for (which, args) in script {
+                let name = names[which % names.len()].as_bytes().to_vec();
+                let mut all: Vec<&[u8]> = vec![&name];
+                all.extend(args.iter().map(|a| a.as_slice()));
+                let reply = t.cmd_bytes(&all);
+                prop_assert!(!reply.is_empty(), "no reply to {:?}", String::from_utf8_lossy(&name));
+                let first = reply.as_bytes()[0];
+                prop_assert!(b"+-:$*%_=,#~".contains(&first), "bad reply {reply:?}");
+                prop_assert!(reply.ends_with("\r\n"));
+            }
+        }
+    }
+}

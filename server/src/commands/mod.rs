@@ -293,6 +293,11 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
         };
     };
     let spec = &COMMANDS[idx];
+    // CLIENT LIST shows what each client runs (itself included).
+    ctx.client
+        .info
+        .last_command
+        .store(idx, std::sync::atomic::Ordering::Relaxed);
     let n = args.len() as i32;
     let arity_ok = if spec.arity > 0 {
         n == spec.arity
