@@ -32,7 +32,7 @@
 //! A test typically reads:
 //!
 //! ```no_run
-//! let server = walship_tests::server::TestServer::start().unwrap();
+//! let mut server = walship_tests::server::TestServer::start().unwrap();
 //! let mut con = server.connection();
 //! let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
 //! server.kill();

@@ -574,3 +574,149 @@ fn explicit_fsync_always_is_accepted() {
         .unwrap();
     assert_eq!(v, "v");
 }
+
+/// The crash checker itself must flag each kind of damage; otherwise the
+/// tests above could pass on a server that loses data.
+#[test]
+fn crash_checker_flags_lost_foreign_and_partial_writes() {
+    let kv = |pairs: &[(&str, &str)]| -> Keyspace {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let set = |k: &str, v: &str| Write::Set {
+        key: k.into(),
+        value: v.into(),
+    };
+    let mset = |pairs: &[(&str, &str)]| Write::Mset {
+        pairs: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let before = kv(&[("old", "1"), ("ctr", "4")]);
+    let logs = vec![
+        ClientLog {
+            acknowledged: vec![
+                set("a", "A"),
+                Write::Incr {
+                    key: "ctr".into(),
+                    reply: Some(5),
+                },
+            ],
+            in_flight: Some(Write::Incr {
+                key: "ctr".into(),
+                reply: None,
+            }),
+            failure: None,
+        },
+        ClientLog {
+            acknowledged: vec![mset(&[("m1", "x"), ("m2", "y")])],
+            in_flight: Some(mset(&[("p1", "1"), ("p2", "2")])),
+            failure: None,
+        },
+        ClientLog {
+            acknowledged: vec![],
+            in_flight: Some(set("maybe", "M")),
+            failure: None,
+        },
+    ];
+    let good = kv(&[
+        ("old", "1"),
+        ("ctr", "5"),
+        ("a", "A"),
+        ("m1", "x"),
+        ("m2", "y"),
+    ]);
+    assert_eq!(check_round(&before, &logs, &good), Vec::<String>::new());
+    let mut with_in_flight = good.clone();
+    with_in_flight.extend(kv(&[
+        ("ctr", "6"),
+        ("p1", "1"),
+        ("p2", "2"),
+        ("maybe", "M"),
+    ]));
+    assert_eq!(
+        check_round(&before, &logs, &with_in_flight),
+        Vec::<String>::new()
+    );
+
+    let damaged = |f: &dyn Fn(&mut Keyspace)| {
+        let mut after = good.clone();
+        f(&mut after);
+        check_round(&before, &logs, &after)
+    };
+    assert_eq!(
+        damaged(&|k| {
+            k.remove("a");
+        })
+        .len(),
+        1,
+        "lost acknowledged SET"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.remove("old");
+        })
+        .len(),
+        1,
+        "lost earlier key"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.remove("m2");
+        })
+        .len(),
+        1,
+        "lost half an acknowledged MSET"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("ctr".into(), "4".into());
+        })
+        .len(),
+        1,
+        "counter went back"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("ctr".into(), "7".into());
+        })
+        .len(),
+        1,
+        "counter too far"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("a".into(), "B".into());
+        })
+        .len(),
+        1,
+        "wrong value"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("ghost".into(), "G".into());
+        })
+        .len(),
+        1,
+        "value nobody wrote"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("maybe".into(), "N".into());
+        })
+        .len(),
+        1,
+        "in-flight key, wrong value"
+    );
+    assert_eq!(
+        damaged(&|k| {
+            k.insert("p1".into(), "1".into());
+        })
+        .len(),
+        1,
+        "half an in-flight MSET"
+    );
+}
