@@ -203,3 +203,80 @@ async fn shutdown_drains_and_leaves_everything_durable() {
     );
     assert!(r.shared.store.flushed_lsn() >= end);
 }
+
+/// Serves one accepted connection on `shared`, without the full server.
+async fn serve_one(shared: std::sync::Arc<Shared>) -> TcpStream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (stream, peer) = listener.accept().await.unwrap();
+    shared
+        .clients
+        .connected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let info = shared.clients.register(peer, addr);
+    let signal = shared.shutdown_signal();
+    tokio::spawn(crate::connection::serve(shared, stream, info, signal));
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_be_made_durable_is_never_acknowledged() {
+    use walship_engine::{Engine, EngineConfig, SimFaults, SimStorage};
+    let sim = std::sync::Arc::new(SimStorage::new());
+    let mut ecfg = EngineConfig::new("/sim/data");
+    ecfg.storage = sim.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(ecfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let args = ServerArgs {
+        data_dir: Some("/sim/data".into()),
+        ..ServerArgs::default()
+    };
+    let cfg = ServerConfig::merge(&args, &FileConfig::default()).unwrap();
+    let shared = std::sync::Arc::new(Shared::new(crate::store::Store::from_engine(engine), cfg));
+    let mut s = serve_one(shared.clone()).await;
+
+    s.write_all(b"SET a 1\r\n").await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await, "+OK\r\n");
+
+    sim.set_faults(SimFaults {
+        fail_fsyncs: 1,
+        ..SimFaults::default()
+    });
+    // A read before the failing write keeps its reply; the write and
+    // everything after it in the batch get the error instead of OK.
+    s.write_all(b"GET a\r\nSET b 2\r\nGET a\r\n").await.unwrap();
+    assert_eq!(read_n(&mut s, 7).await, "$1\r\n1\r\n");
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest[..n]).into_owned();
+    assert!(
+        rest.starts_with("-ERR "),
+        "the write must not be acknowledged: {rest:?}"
+    );
+    assert!(!rest.contains("+OK"), "{rest:?}");
+    assert_eq!(
+        shared
+            .metrics
+            .durability_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Later writes are refused too (the WAL is poisoned), with a clear error.
+    s.write_all(b"SET c 3\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        reply.starts_with("-ERR ") && reply.contains("poisoned"),
+        "{reply:?}"
+    );
+}
