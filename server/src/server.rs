@@ -178,8 +178,38 @@ impl Server {
     }
 }
 
+/// Raises the open-file limit towards what `max-clients` needs (as Redis
+/// does), so a busy server gets EMFILE only when the OS really refuses.
+fn raise_fd_limit(max_clients: u64) {
+    // Connections, plus WAL segments, checkpoints, listeners and slack.
+    let wanted = max_clients.saturating_add(128);
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0
+            || lim.rlim_cur >= wanted as libc::rlim_t
+        {
+            return;
+        }
+        let target = (wanted as libc::rlim_t).min(lim.rlim_max);
+        let old = lim.rlim_cur;
+        lim.rlim_cur = target;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from = old, to = target, "raised the open-file limit");
+        }
+        if (target as u64) < wanted {
+            tracing::warn!(
+                limit = target,
+                max_clients,
+                "the open-file limit is below what max-clients needs; clients may be refused early"
+            );
+        }
+    }
+}
+
 /// `walship server`: start, serve until SIGTERM/SIGINT/SHUTDOWN, stop.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    raise_fd_limit(cfg.max_clients);
     if cfg.requirepass.is_none()
         && cfg.bind != "127.0.0.1"
         && cfg.bind != "localhost"
