@@ -172,15 +172,15 @@ impl<'a> CheckpointWriter<'a> {
     }
 }
 
-/// Loads a checkpoint into `memtable`, verifying both CRCs and every length.
-pub fn load(
-    storage: &dyn Storage,
-    path: &Path,
-    cluster_id: u64,
-    memtable: &mut Memtable,
-) -> Result<CheckpointInfo, String> {
+/// Checks a checkpoint file's header and CRCs without loading it.
+pub fn verify(storage: &dyn Storage, path: &Path, cluster_id: u64) -> Result<CheckpointInfo, String> {
     let file = storage.open(path).map_err(|e| e.to_string())?;
     let data: Bytes = file.map().map_err(|e| e.to_string())?;
+    let (info, _) = parse_header(path, &data, cluster_id)?;
+    Ok(info)
+}
+
+fn parse_header<'d>(path: &Path, data: &'d Bytes, cluster_id: u64) -> Result<(CheckpointInfo, &'d [u8]), String> {
     if data.len() < CKPT_HEADER_BYTES {
         return Err("shorter than its header".into());
     }
@@ -203,7 +203,28 @@ pub fn load(
     if crc32fast::hash(body) != u32_at(56) {
         return Err("entries CRC mismatch".into());
     }
-    let count = u64_at(48);
+    let info = CheckpointInfo {
+        path: path.to_path_buf(),
+        redo_lsn: u64_at(32),
+        end_lsn: u64_at(40),
+        epoch: u64_at(24),
+        entries: u64_at(48),
+        bytes: data.len() as u64,
+    };
+    Ok((info, body))
+}
+
+/// Loads a checkpoint into `memtable`, verifying both CRCs and every length.
+pub fn load(
+    storage: &dyn Storage,
+    path: &Path,
+    cluster_id: u64,
+    memtable: &mut Memtable,
+) -> Result<CheckpointInfo, String> {
+    let file = storage.open(path).map_err(|e| e.to_string())?;
+    let data: Bytes = file.map().map_err(|e| e.to_string())?;
+    let (info, body) = parse_header(path, &data, cluster_id)?;
+    let count = info.entries;
     let mut table = Memtable::new();
     let mut p = 0usize;
     for _ in 0..count {
@@ -226,12 +247,5 @@ pub fn load(
         return Err("trailing bytes after the last entry".into());
     }
     *memtable = table;
-    Ok(CheckpointInfo {
-        path: path.to_path_buf(),
-        redo_lsn: u64_at(32),
-        end_lsn: u64_at(40),
-        epoch: u64_at(24),
-        entries: count,
-        bytes: data.len() as u64,
-    })
+    Ok(info)
 }

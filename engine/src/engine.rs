@@ -5,7 +5,8 @@ use crate::control::Control;
 use crate::error::{EngineError, WriteError};
 use crate::memtable::{Entry, Memtable};
 use crate::storage::{FsStorage, Storage};
-use crate::wal::record::{self, BatchOp, Mutation, Parsed, RECORD_PAYLOAD_MAX_BYTES};
+use crate::epochs::{EpochHistory, EpochStart};
+use crate::wal::record::{self, BatchOp, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
 use crate::wal::writer::{FsyncPolicy, Wal};
@@ -73,8 +74,9 @@ impl std::fmt::Debug for EngineConfig {
 /// Something that needs WAL kept: replication slots. The engine never
 /// removes WAL at or above the lowest LSN any hook returns.
 pub trait WalRetention: Send + Sync {
-    /// Lowest LSN still needed, or `None` when nothing is needed.
-    fn min_retained_lsn(&self) -> Option<Lsn>;
+    /// Lowest LSN still needed, or `None` when nothing is needed. `end_lsn`
+    /// is the WAL's current end, so a hook can cap how much it holds back.
+    fn min_retained_lsn(&self, end_lsn: Lsn) -> Option<Lsn>;
 }
 
 /// What recovery did when the engine opened.
@@ -140,6 +142,7 @@ struct Inner {
     ckpt_dir: PathBuf,
     cluster_id: u64,
     epoch: AtomicU64,
+    epochs: Mutex<EpochHistory>,
     memtable: RwLock<Memtable>,
     wal: Wal,
     checkpoint_lock: Mutex<Option<CheckpointInfo>>,
@@ -148,6 +151,8 @@ struct Inner {
     checkpoint_ms_total: AtomicU64,
     last_checkpoint_ms: AtomicU64,
     last_checkpoint_lsn: AtomicU64,
+    /// Non-zero after a base backup: the LSN the WAL must reach before the state is consistent.
+    consistent_at: AtomicU64,
     recovery: RecoveryInfo,
     stop: Mutex<bool>,
     stop_cv: Condvar,
@@ -161,11 +166,16 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn apply_to(memtable: &mut Memtable, epoch: &AtomicU64, end_lsn: Lsn, m: &Mutation) {
-    if let Mutation::EpochChange { epoch: e } = m {
-        epoch.fetch_max(*e, Ordering::AcqRel);
-    }
+/// Applies one logged mutation: the single path shared by local writes,
+/// recovery and replicated WAL. Returns true when it started a new epoch.
+fn apply_to(memtable: &mut Memtable, epoch: &AtomicU64, epochs: &mut EpochHistory, end_lsn: Lsn, m: &Mutation) -> bool {
     memtable.apply(end_lsn, m);
+    if let Mutation::EpochChange { epoch: e } = m {
+        let start = end_lsn - (RECORD_HEADER_BYTES + m.payload_len()) as u64;
+        epoch.fetch_max(*e, Ordering::AcqRel);
+        return epochs.push(*e, start);
+    }
+    false
 }
 
 impl Engine {
@@ -185,6 +195,8 @@ impl Engine {
         for d in [&data_dir, &wal_dir, &ckpt_dir] {
             storage.create_dir_all(d).map_err(|e| EngineError::io(d, e))?;
         }
+        crate::basebackup::roll_forward(&*storage, &data_dir)?;
+        let consistent_at = crate::basebackup::consistent_at(&*storage, &data_dir)?;
         let control = match Control::load(&*storage, &data_dir)? {
             Some(c) => c,
             None => {
@@ -223,13 +235,21 @@ impl Engine {
                 }
             }
         }
-        let epoch = AtomicU64::new(control.epoch.max(ckpt.as_ref().map_or(0, |c| c.epoch)));
+        let mut epochs = EpochHistory::load(&*storage, &data_dir)?.unwrap_or_else(|| EpochHistory::new(control.epoch));
+        let epoch = AtomicU64::new(epochs.current().max(ckpt.as_ref().map_or(0, |c| c.epoch)));
         let from_lsn = ckpt.as_ref().map_or(0, |c| c.redo_lsn);
+        let mut epochs_changed = false;
         let recovered = recovery::recover(&*storage, &wal_dir, control.cluster_id, from_lsn, &mut |end, m| {
-            apply_to(&mut memtable, &epoch, end, &m);
+            epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
             Ok(())
         })?;
-        if let Some(c) = &ckpt {
+        // An epoch whose record did not survive never began.
+        epochs_changed |= epochs.truncate_at(recovered.end_lsn);
+        if epochs_changed || !storage.exists(&crate::epochs::epochs_path(&data_dir)) {
+            epochs.store(&*storage, &data_dir)?;
+        }
+        epoch.store(epochs.current(), Ordering::Release);
+        if let Some(c) = ckpt.as_ref().filter(|_| consistent_at.is_none()) {
             if recovered.end_lsn < c.end_lsn {
                 return Err(EngineError::WalBehindCheckpoint {
                     checkpoint: c.path.clone(),
@@ -272,6 +292,7 @@ impl Engine {
             ckpt_dir,
             cluster_id: control.cluster_id,
             epoch,
+            epochs: Mutex::new(epochs),
             memtable: RwLock::new(memtable),
             wal,
             checkpoint_lock: Mutex::new(ckpt),
@@ -280,6 +301,7 @@ impl Engine {
             checkpoint_ms_total: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             last_checkpoint_lsn: AtomicU64::new(last_checkpoint_lsn),
+            consistent_at: AtomicU64::new(consistent_at.unwrap_or(0)),
             recovery,
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -287,7 +309,7 @@ impl Engine {
             checkpointer: Mutex::new(None),
             cfg,
         });
-        if inner.cfg.checkpoint_every_bytes > 0 {
+        {
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::Builder::new()
                 .name("checkpointer".into())
@@ -352,8 +374,36 @@ impl Engine {
         self.check_limits(&m)?;
         let lsn = inner.wal.append(&m, inner.epoch.load(Ordering::Acquire))?;
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
-        apply_to(&mut w, &inner.epoch, lsn, &m);
+        if apply_to(&mut w, &inner.epoch, &mut inner.epochs.lock(), lsn, &m) {
+            self.store_epochs();
+        }
         Ok((Some(lsn), r))
+    }
+
+    /// Persists the epoch history. A failure is logged, not fatal: recovery
+    /// rebuilds the history from the EpochChange records in the WAL.
+    fn store_epochs(&self) {
+        let h = self.inner.epochs.lock().clone();
+        if let Err(e) = h.store(&*self.inner.storage, &self.inner.cfg.data_dir) {
+            tracing::error!(error = %e, "could not persist the epoch history");
+        }
+    }
+
+    /// Starts a new epoch (a promotion): logs an EpochChange record for
+    /// `current + 1`. Returns the new epoch and the record's start and end
+    /// LSN; await [`Engine::wait_durable`] on the end LSN.
+    pub fn begin_epoch(&self) -> Result<(u64, Lsn, Lsn), WriteError> {
+        let (end, epoch) = self.transact(|_| {
+            let next = self.epoch() + 1;
+            (Some(Mutation::EpochChange { epoch: next }), next)
+        })?;
+        let end = end.expect("an epoch change was logged");
+        Ok((epoch, end - (RECORD_HEADER_BYTES + 8) as u64, end))
+    }
+
+    /// Where each epoch began, oldest first.
+    pub fn epoch_history(&self) -> Vec<EpochStart> {
+        self.inner.epochs.lock().entries().to_vec()
     }
 
     /// Logs and applies one mutation; see [`Engine::transact`].
@@ -449,8 +499,13 @@ impl Engine {
         }
         let new_end = inner.wal.append_raw(start_lsn, bytes, decoded.len() as u64, inner.epoch.load(Ordering::Acquire))?;
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
+        let mut new_epoch = false;
         for (lsn, m) in &decoded {
-            apply_to(&mut w, &inner.epoch, *lsn, m);
+            new_epoch |= apply_to(&mut w, &inner.epoch, &mut inner.epochs.lock(), *lsn, m);
+        }
+        drop(w);
+        if new_epoch {
+            self.store_epochs();
         }
         Ok(new_end)
     }
@@ -482,6 +537,11 @@ impl Engine {
         self.inner.wal.shared.subscribe_written()
     }
 
+    /// A channel that changes whenever more WAL is fsynced (value: flushed LSN).
+    pub fn subscribe_flushed(&self) -> watch::Receiver<Lsn> {
+        self.inner.wal.shared.subscribe_flushed()
+    }
+
     /// Registers something that needs WAL kept (a replication slot).
     pub fn add_retention(&self, hook: Arc<dyn WalRetention>) {
         self.inner.retention.write().push(hook);
@@ -494,6 +554,13 @@ impl Engine {
         let mut last = inner.checkpoint_lock.lock();
         if let Some(reason) = inner.wal.shared.poison_reason() {
             return Err(WriteError::Poisoned(reason).into());
+        }
+        if !self.is_consistent() {
+            // A snapshot now would persist a half-replayed base backup.
+            return Err(EngineError::Checkpoint(format!(
+                "not consistent yet: the WAL must reach LSN {} first",
+                inner.consistent_at.load(Ordering::Acquire)
+            )));
         }
         let started = Instant::now();
         let (redo_lsn, epoch) = {
@@ -576,7 +643,8 @@ impl Engine {
     /// retention hook needs it.
     pub fn wal_keep_from(&self, redo_lsn: Lsn) -> Lsn {
         let hooks = self.inner.retention.read();
-        hooks.iter().filter_map(|h| h.min_retained_lsn()).fold(redo_lsn, Lsn::min)
+        let end = self.end_lsn();
+        hooks.iter().filter_map(|h| h.min_retained_lsn(end)).fold(redo_lsn, Lsn::min)
     }
 
     /// Makes everything durable and stops background threads. Later writes fail with [`WriteError::Closed`].
@@ -627,6 +695,28 @@ impl Engine {
             keys,
             data_bytes,
             poisoned: inner.wal.shared.poison_reason().is_some(),
+        }
+    }
+
+    /// False while a freshly installed base backup is still being replayed
+    /// up to its consistency point: the state must not be read or checkpointed yet.
+    pub fn is_consistent(&self) -> bool {
+        let at = self.inner.consistent_at.load(Ordering::Acquire);
+        at == 0 || self.end_lsn() >= at
+    }
+
+    /// Clears the consistency marker once the WAL is durable past it.
+    fn settle_consistency(&self) {
+        let inner = &*self.inner;
+        let at = inner.consistent_at.load(Ordering::Acquire);
+        if at != 0 && inner.wal.shared.synced_lsn() >= at {
+            match crate::basebackup::set_consistent_at(&*inner.storage, &inner.cfg.data_dir, None) {
+                Ok(()) => {
+                    inner.consistent_at.store(0, Ordering::Release);
+                    tracing::info!(lsn = at, "reached a consistent state after the base backup");
+                }
+                Err(e) => tracing::warn!(error = %e, "could not clear the consistency marker"),
+            }
         }
     }
 
@@ -688,7 +778,9 @@ fn checkpointer_loop(engine: std::sync::Weak<Inner>) {
                 return;
             }
         }
-        let due = inner.wal.end_lsn().saturating_sub(inner.last_checkpoint_lsn.load(Ordering::Relaxed))
+        Engine { inner: inner.clone() }.settle_consistency();
+        let due = inner.cfg.checkpoint_every_bytes > 0
+            && inner.wal.end_lsn().saturating_sub(inner.last_checkpoint_lsn.load(Ordering::Relaxed))
             >= inner.cfg.checkpoint_every_bytes;
         if due && inner.wal.shared.poison_reason().is_none() {
             let e = Engine { inner };

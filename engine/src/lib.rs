@@ -16,7 +16,9 @@
 //!   group-commit flusher, [`wal::recovery`] reads it all back on open.
 //! - [`memtable`]: the ordered in-memory table, key → (value, LSN).
 //! - [`checkpoint`]: fuzzy snapshots written atomically, loaded at open.
+//! - [`basebackup`]: installing a primary's checkpoint on a standby, atomically.
 //! - [`control`]: the data directory's identity (cluster id, epoch).
+//! - [`epochs`]: where each epoch (timeline) began, for fork detection.
 //! - [`storage`]: every file access goes through the [`storage::Storage`]
 //!   trait: real files, or the power-loss simulator for tests.
 //!
@@ -28,9 +30,11 @@
 //! <data-dir>/checkpoints/<LSN>.ckpt   the newest checkpoint
 //! ```
 
+pub mod basebackup;
 pub mod checkpoint;
 pub mod control;
 pub mod engine;
+pub mod epochs;
 pub mod error;
 pub mod memtable;
 pub mod storage;
@@ -40,6 +44,7 @@ pub mod wal;
 pub type Lsn = u64;
 
 pub use checkpoint::CheckpointInfo;
+pub use epochs::{EpochHistory, EpochStart};
 pub use engine::{Engine, EngineConfig, EngineStats, RecoveryInfo, WalRetention};
 pub use error::{EngineError, WriteError};
 pub use memtable::{Entry, Memtable};

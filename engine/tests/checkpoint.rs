@@ -32,7 +32,7 @@ fn recovery_starts_from_the_checkpoint_and_old_wal_is_removed() {
 
 struct Slot(AtomicU64);
 impl WalRetention for Slot {
-    fn min_retained_lsn(&self) -> Option<Lsn> {
+    fn min_retained_lsn(&self, _end_lsn: Lsn) -> Option<Lsn> {
         Some(self.0.load(Ordering::Relaxed))
     }
 }

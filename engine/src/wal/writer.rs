@@ -106,6 +106,7 @@ pub(crate) struct WalShared {
     /// LSN acknowledged under the fsync policy.
     ack_lsn: AtomicU64,
     written_tx: watch::Sender<u64>,
+    flushed_tx: watch::Sender<u64>,
     waiters: Mutex<Vec<Waiter>>,
     /// The notifier thread sleeps here; the flag asks it to stop.
     notifier_stop: Mutex<bool>,
@@ -127,6 +128,9 @@ impl WalShared {
     }
     pub fn subscribe_written(&self) -> watch::Receiver<u64> {
         self.written_tx.subscribe()
+    }
+    pub fn subscribe_flushed(&self) -> watch::Receiver<u64> {
+        self.flushed_tx.subscribe()
     }
 
     pub fn poison_reason(&self) -> Option<Arc<str>> {
@@ -171,6 +175,7 @@ impl Wal {
         segment_size_bytes: u64,
     ) -> Wal {
         let (written_tx, _) = watch::channel(end_lsn);
+        let (flushed_tx, _) = watch::channel(end_lsn);
         let shared = Arc::new(WalShared {
             storage,
             wal_dir,
@@ -183,6 +188,7 @@ impl Wal {
             synced_lsn: AtomicU64::new(end_lsn),
             ack_lsn: AtomicU64::new(end_lsn),
             written_tx,
+            flushed_tx,
             waiters: Mutex::new(Vec::new()),
             notifier_stop: Mutex::new(false),
             notifier_cv: Condvar::new(),
@@ -507,8 +513,9 @@ fn flusher_loop(shared: &WalShared) {
             }
             last_sync = Instant::now();
         }
-        if must_sync || unsynced.is_empty() {
+        if (must_sync || unsynced.is_empty()) && shared.synced_lsn() != written {
             shared.synced_lsn.store(written, Ordering::Release);
+            shared.flushed_tx.send_replace(written);
         }
         let ack = match shared.policy {
             FsyncPolicy::Always => shared.synced_lsn(),
