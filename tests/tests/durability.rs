@@ -720,3 +720,63 @@ fn crash_checker_flags_lost_foreign_and_partial_writes() {
         "half an in-flight MSET"
     );
 }
+
+/// SIGTERM while a pipeline of writes is being processed: every write that
+/// got `+OK` is there after the restart, every write refused with an error
+/// is not, and the server exits 0.
+#[test]
+fn sigterm_mid_pipeline_keeps_every_acknowledged_write() {
+    use walship_tests::resp::{encode, Reply};
+    const WRITES: usize = 3000;
+    let mut server = TestServer::start().expect("start walship");
+    let mut raw = server.raw();
+    let mut pipeline = Vec::new();
+    for i in 0..WRITES {
+        pipeline.extend(encode(&["SET", &format!("pipe:{i}"), &format!("v{i}")]));
+    }
+    raw.send(&pipeline).expect("send the pipeline");
+    // The first reply proves the server is inside the pipeline.
+    assert_eq!(raw.read_reply().unwrap(), Reply::Simple("OK".into()));
+    let status = server.terminate();
+    let mut replies = vec![Reply::Simple("OK".into())];
+    while let Ok(reply) = raw.read_reply() {
+        replies.push(reply);
+    }
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}\n{}",
+        server.log_tail()
+    );
+    eprintln!(
+        "{} of {WRITES} pipelined SETs answered before the close",
+        replies.len()
+    );
+
+    server.restart().expect("restart after SIGTERM");
+    let after = dump_strings(&mut server.connection());
+    for (i, reply) in replies.iter().enumerate() {
+        let key = format!("pipe:{i}");
+        match reply {
+            Reply::Simple(ok) if ok == "OK" => {
+                assert_eq!(
+                    after.get(&key),
+                    Some(&format!("v{i}")),
+                    "{key} was acknowledged"
+                );
+            }
+            Reply::Error(_) => assert_eq!(
+                after.get(&key),
+                None,
+                "{key} was refused ({reply:?}) but applied"
+            ),
+            other => panic!("reply to SET {key}: {other:?}"),
+        }
+    }
+    for (key, value) in &after {
+        let i: usize = key
+            .strip_prefix("pipe:")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected key {key}"));
+        assert_eq!(value, &format!("v{i}"), "{key}");
+    }
+}
