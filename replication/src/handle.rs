@@ -1,0 +1,41 @@
+//! A swappable engine: a standby replaces its whole state when it installs
+//! a base backup, so everything that serves it holds this handle, not an
+//! `Engine`.
+
+use parking_lot::RwLock;
+use std::sync::Arc;
+use walship_engine::{Engine, EngineConfig, EngineError};
+
+/// The engine currently serving this node.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<RwLock<Engine>>,
+    config: EngineConfig,
+}
+
+impl EngineHandle {
+    /// Wraps an open engine; `config` reopens it after a base backup.
+    pub fn new(engine: Engine, config: EngineConfig) -> Self {
+        EngineHandle { inner: Arc::new(RwLock::new(engine)), config }
+    }
+
+    /// The current engine (cheap clone).
+    pub fn get(&self) -> Engine {
+        self.inner.read().clone()
+    }
+
+    /// Shuts the current engine down and opens the data directory again,
+    /// which installs a staged base backup.
+    pub fn reopen(&self) -> Result<Engine, EngineError> {
+        let mut slot = self.inner.write();
+        slot.shutdown()?;
+        let engine = Engine::open(self.config.clone())?;
+        *slot = engine.clone();
+        Ok(engine)
+    }
+
+    /// The engine settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,650 @@
+//! The primary's side: the WAL sender for each standby, and the hub that
+//! knows every standby's progress and decides when a write is confirmed.
+//!
+//! The deciding part is plain code ([`crate::sync_rule`]): the hub only
+//! collects [`StandbyProgress`] and publishes the confirmed LSN for each
+//! `synchronous_commit` level whenever a standby reports. Writers wait on
+//! that with [`Hub::wait_confirmed`].
+
+use crate::handle::EngineHandle;
+use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, PROTO_VERSION};
+use crate::slots::Slots;
+use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
+use crate::sync_rule::{StandbyProgress, SyncState, SyncStandbyNames, SynchronousCommit};
+use bytes::BytesMut;
+use parking_lot::{Mutex, RwLock};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use walship_engine::{EngineError, EpochHistory, Lsn};
+
+/// Most WAL bytes in one WalData frame.
+const CHUNK_MAX_BYTES: usize = 1 << 20;
+/// Most WAL bytes sent but not yet written by a standby.
+const IN_FLIGHT_MAX_BYTES: u64 = 64 << 20;
+/// Keepalive period when idle.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A standby silent this long is dropped.
+const STANDBY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Samples kept for lag measurement.
+const LAG_SAMPLES_MAX: usize = 4096;
+
+/// Where a standby is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandbyState {
+    /// Receiving a base backup.
+    Backup,
+    /// Streaming WAL but not yet caught up.
+    Catchup,
+    /// Caught up; counts for synchronous commit.
+    Streaming,
+}
+
+impl StandbyState {
+    /// PostgreSQL's name for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StandbyState::Backup => "backup",
+            StandbyState::Catchup => "catchup",
+            StandbyState::Streaming => "streaming",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Progress {
+    state: StandbyState,
+    sent: Lsn,
+    write: Lsn,
+    flush: Lsn,
+    apply: Lsn,
+    write_lag: Option<Duration>,
+    flush_lag: Option<Duration>,
+    replay_lag: Option<Duration>,
+    last_reply: Instant,
+    /// (LSN sent up to, when) for lag measurement, oldest first.
+    samples: VecDeque<(Lsn, Instant)>,
+}
+
+/// One connected standby.
+pub struct StandbyConn {
+    id: u64,
+    name: String,
+    addr: SocketAddr,
+    listening_port: Option<u16>,
+    connected_at: SystemTime,
+    progress: Mutex<Progress>,
+    /// Woken when the standby reports, so the sender can refill its window.
+    reported: Notify,
+}
+
+/// One row of the replication view (PostgreSQL's `pg_stat_replication`).
+#[derive(Debug, Clone)]
+pub struct StandbyView {
+    /// Connection id.
+    pub id: u64,
+    /// The standby's name (`application_name`).
+    pub name: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its client port, if it told us.
+    pub listening_port: Option<u16>,
+    /// backup, catchup or streaming.
+    pub state: &'static str,
+    /// Sent up to.
+    pub sent_lsn: Lsn,
+    /// Written (not fsynced) on the standby.
+    pub write_lsn: Lsn,
+    /// Fsynced on the standby.
+    pub flush_lsn: Lsn,
+    /// Applied (readable) on the standby.
+    pub replay_lsn: Lsn,
+    /// Time from sending to the standby's write/flush/apply, last measured.
+    pub write_lag_ms: Option<f64>,
+    /// See `write_lag_ms`.
+    pub flush_lag_ms: Option<f64>,
+    /// See `write_lag_ms`.
+    pub replay_lag_ms: Option<f64>,
+    /// Bytes the standby's flush is behind the primary's WAL end.
+    pub lag_bytes: u64,
+    /// async, potential, sync or quorum.
+    pub sync_state: &'static str,
+    /// Seconds since its last status report.
+    pub last_reply_secs: u64,
+    /// When it connected.
+    pub connected_at: SystemTime,
+}
+
+/// Confirmed LSN per level, republished on every standby report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confirmed {
+    /// remote_write.
+    pub write: Lsn,
+    /// on (remote flush).
+    pub flush: Lsn,
+    /// remote_apply.
+    pub apply: Lsn,
+    /// Bumped on every report, so WAIT re-counts.
+    pub version: u64,
+}
+
+impl Confirmed {
+    fn at(&self, level: SynchronousCommit) -> Lsn {
+        match level {
+            SynchronousCommit::RemoteWrite => self.write,
+            SynchronousCommit::On => self.flush,
+            SynchronousCommit::RemoteApply => self.apply,
+            SynchronousCommit::Off | SynchronousCommit::Local => Lsn::MAX,
+        }
+    }
+}
+
+/// Why a synchronous write was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncWaitError {
+    /// Not confirmed in time; durable locally only.
+    #[error("write is durable locally (LSN {lsn}) but was not confirmed by the synchronous standbys required ({rule}) within {timeout_ms} ms")]
+    Timeout {
+        /// The write's LSN.
+        lsn: Lsn,
+        /// synchronous_standby_names.
+        rule: String,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// This node stopped being a primary while waiting.
+    #[error("write is durable locally (LSN {lsn}) but this node stopped being the primary before the standbys confirmed it")]
+    Demoted {
+        /// The write's LSN.
+        lsn: Lsn,
+    },
+}
+
+/// The primary's replication state.
+pub struct Hub {
+    handle: EngineHandle,
+    slots: Arc<Slots>,
+    standbys: Mutex<Vec<Arc<StandbyConn>>>,
+    sync_names: RwLock<SyncStandbyNames>,
+    confirmed_tx: watch::Sender<Confirmed>,
+    next_id: AtomicU64,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// A hub for the engine behind `handle`, keeping slots in `slots`.
+    pub fn new(handle: EngineHandle, slots: Arc<Slots>, sync_names: SyncStandbyNames) -> Arc<Hub> {
+        let (confirmed_tx, _) = watch::channel(Confirmed::default());
+        let (stop_tx, _) = watch::channel(false);
+        Arc::new(Hub {
+            handle,
+            slots,
+            standbys: Mutex::new(Vec::new()),
+            sync_names: RwLock::new(sync_names),
+            confirmed_tx,
+            next_id: AtomicU64::new(1),
+            stop_tx,
+        })
+    }
+
+    /// The replication slots.
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
+    }
+
+    /// The synchronous standby rule in force.
+    pub fn sync_names(&self) -> SyncStandbyNames {
+        self.sync_names.read().clone()
+    }
+
+    /// Changes `synchronous_standby_names`; waiting writes re-evaluate at once.
+    pub fn set_sync_names(&self, names: SyncStandbyNames) {
+        *self.sync_names.write() = names;
+        self.recompute();
+    }
+
+    /// Disconnects every standby (this node stops being a primary).
+    pub fn stop(&self) {
+        self.stop_tx.send_replace(true);
+        self.confirmed_tx.send_modify(|c| c.version += 1);
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
+    fn progress_list(&self) -> (Vec<Arc<StandbyConn>>, Vec<StandbyProgress>) {
+        let conns = self.standbys.lock().clone();
+        let progress = conns
+            .iter()
+            .map(|c| {
+                let p = c.progress.lock();
+                StandbyProgress {
+                    name: c.name.clone(),
+                    streaming: p.state == StandbyState::Streaming,
+                    write_lsn: p.write,
+                    flush_lsn: p.flush,
+                    apply_lsn: p.apply,
+                }
+            })
+            .collect();
+        (conns, progress)
+    }
+
+    /// Recomputes and publishes the confirmed LSNs.
+    fn recompute(&self) {
+        let (_, progress) = self.progress_list();
+        let rule = self.sync_names.read();
+        let at = |level| rule.confirmed_lsn(level, &progress).unwrap_or(0);
+        let (write, flush, apply) =
+            (at(SynchronousCommit::RemoteWrite), at(SynchronousCommit::On), at(SynchronousCommit::RemoteApply));
+        self.confirmed_tx.send_modify(|c| {
+            c.write = write;
+            c.flush = flush;
+            c.apply = apply;
+            c.version += 1;
+        });
+    }
+
+    /// Completes when the standbys required by `synchronous_standby_names`
+    /// confirm `lsn` at `level`. `timeout_ms` 0 waits for ever, as PostgreSQL does.
+    pub async fn wait_confirmed(&self, lsn: Lsn, level: SynchronousCommit, timeout_ms: u64) -> Result<(), SyncWaitError> {
+        if !level.waits_for_standbys() || self.sync_names.read().is_empty() {
+            return Ok(());
+        }
+        let mut rx = self.confirmed_tx.subscribe();
+        let wait = async {
+            loop {
+                if rx.borrow_and_update().at(level) >= lsn {
+                    return Ok(());
+                }
+                if self.is_stopped() {
+                    return Err(SyncWaitError::Demoted { lsn });
+                }
+                if rx.changed().await.is_err() {
+                    return Err(SyncWaitError::Demoted { lsn });
+                }
+            }
+        };
+        if timeout_ms == 0 {
+            return wait.await;
+        }
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(SyncWaitError::Timeout { lsn, rule: self.sync_names.read().to_string(), timeout_ms }),
+        }
+    }
+
+    /// How many standbys have fsynced `lsn` (Redis's WAIT counts these).
+    pub fn count_flushed(&self, lsn: Lsn) -> usize {
+        self.standbys.lock().iter().filter(|c| c.progress.lock().flush >= lsn).count()
+    }
+
+    /// Waits until `n` standbys have fsynced `lsn` or `timeout_ms` passes
+    /// (0 = for ever); returns how many have.
+    pub async fn wait_flushed_count(&self, lsn: Lsn, n: usize, timeout_ms: u64) -> usize {
+        let mut rx = self.confirmed_tx.subscribe();
+        let wait = async {
+            loop {
+                rx.borrow_and_update();
+                let count = self.count_flushed(lsn);
+                if count >= n || rx.changed().await.is_err() {
+                    return count;
+                }
+            }
+        };
+        if timeout_ms == 0 {
+            return wait.await;
+        }
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await.unwrap_or_else(|_| self.count_flushed(lsn))
+    }
+
+    /// The replication view, one row per connected standby.
+    pub fn standby_views(&self) -> Vec<StandbyView> {
+        let (conns, progress) = self.progress_list();
+        let states = self.sync_names.read().states(&progress);
+        let end = self.handle.get().end_lsn();
+        conns
+            .iter()
+            .zip(states)
+            .map(|(c, s)| {
+                let p = c.progress.lock();
+                let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+                StandbyView {
+                    id: c.id,
+                    name: c.name.clone(),
+                    addr: c.addr,
+                    listening_port: c.listening_port,
+                    state: p.state.as_str(),
+                    sent_lsn: p.sent,
+                    write_lsn: p.write,
+                    flush_lsn: p.flush,
+                    replay_lsn: p.apply,
+                    write_lag_ms: ms(p.write_lag),
+                    flush_lag_ms: ms(p.flush_lag),
+                    replay_lag_ms: ms(p.replay_lag),
+                    lag_bytes: end.saturating_sub(p.flush),
+                    sync_state: sync_state_name(s),
+                    last_reply_secs: p.last_reply.elapsed().as_secs(),
+                    connected_at: c.connected_at,
+                }
+            })
+            .collect()
+    }
+
+    /// Serves one standby on a connection that just sent the replication
+    /// handshake command; `buf` holds any bytes already read past it.
+    pub async fn serve(self: &Arc<Self>, stream: TcpStream, buf: BytesMut, listening_port: Option<u16>) -> Result<(), ReplError> {
+        let _ = stream.set_nodelay(true);
+        let addr = stream.peer_addr()?;
+        let (mut rd, mut wr) = stream.into_split();
+        let mut rbuf = buf;
+        let hello = expect_message(&mut rd, &mut rbuf, Duration::from_secs(10), "the standby's Hello").await?;
+        let Message::Hello { proto_version, cluster_id, epoch, flushed_lsn, name } = hello else {
+            return Err(ReplError::Protocol(format!("expected Hello, got {}", hello.name())));
+        };
+        let engine = self.handle.get();
+        let decision = self.admit(proto_version, cluster_id, epoch, flushed_lsn, &name);
+        let base_backup = match decision {
+            Err(reason) => {
+                tracing::warn!(standby = %name, %addr, %reason, "refusing standby");
+                write_message(&mut wr, &Message::Refuse { reason: reason.clone() }).await?;
+                return Err(ReplError::Refused(reason));
+            }
+            Ok(b) => b,
+        };
+        write_message(
+            &mut wr,
+            &Message::Welcome {
+                cluster_id: engine.cluster_id(),
+                epoch: engine.epoch(),
+                start_lsn: if base_backup { 0 } else { flushed_lsn },
+                primary_end_lsn: engine.end_lsn(),
+                base_backup,
+            },
+        )
+        .await?;
+        let conn = Arc::new(StandbyConn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            name: name.clone(),
+            addr,
+            listening_port,
+            connected_at: SystemTime::now(),
+            progress: Mutex::new(Progress {
+                state: if base_backup { StandbyState::Backup } else { StandbyState::Catchup },
+                sent: flushed_lsn,
+                write: flushed_lsn,
+                flush: flushed_lsn,
+                apply: flushed_lsn,
+                write_lag: None,
+                flush_lag: None,
+                replay_lag: None,
+                last_reply: Instant::now(),
+                samples: VecDeque::new(),
+            }),
+            reported: Notify::new(),
+        });
+        self.standbys.lock().push(conn.clone());
+        tracing::info!(standby = %name, %addr, base_backup, from_lsn = flushed_lsn, "standby connected");
+        let result = self.stream_to(&conn, rd, &mut wr, rbuf, base_backup, flushed_lsn).await;
+        self.standbys.lock().retain(|c| c.id != conn.id);
+        self.recompute();
+        match &result {
+            Ok(()) => tracing::info!(standby = %name, "standby disconnected"),
+            Err(e) => tracing::warn!(standby = %name, error = %e, "standby stream ended"),
+        }
+        result
+    }
+
+    /// Decides whether a standby may stream: `Ok(true)` when it needs a base backup first.
+    fn admit(&self, proto_version: u32, cluster_id: u64, epoch: u64, flushed_lsn: Lsn, name: &str) -> Result<bool, String> {
+        let engine = self.handle.get();
+        if proto_version != PROTO_VERSION {
+            return Err(format!("replication protocol version {proto_version} is not supported (this primary speaks {PROTO_VERSION})"));
+        }
+        if name.is_empty() {
+            return Err("a standby must have a name (--name)".into());
+        }
+        if cluster_id == 0 {
+            return Ok(true);
+        }
+        if cluster_id != engine.cluster_id() {
+            return Err(format!(
+                "standby belongs to cluster {cluster_id:016x}, but this primary is cluster {:016x}; use an empty data directory to join this cluster",
+                engine.cluster_id()
+            ));
+        }
+        let history = history_of(&engine);
+        if epoch > engine.epoch() {
+            return Err(format!(
+                "standby is on epoch {epoch}, newer than this node's epoch {}: this node is not the current primary",
+                engine.epoch()
+            ));
+        }
+        if !history.contains(epoch) {
+            return Err(format!("standby's epoch {epoch} is not in this primary's history: the histories diverged"));
+        }
+        let fork = history.end_of(epoch).unwrap_or(Lsn::MAX).min(engine.end_lsn());
+        if flushed_lsn > fork {
+            return Err(format!(
+                "standby's WAL diverged: it goes to LSN {flushed_lsn} on epoch {epoch}, but this primary's history leaves epoch {epoch} at LSN {fork}; the standby must be rewound to LSN {fork}"
+            ));
+        }
+        let slot = self.slots.acquire(name, flushed_lsn).map_err(|e| format!("cannot create replication slot: {e}"))?;
+        if slot.invalidated {
+            tracing::warn!(standby = name, "slot was invalidated: sending a base backup");
+            return Ok(true);
+        }
+        if flushed_lsn < engine.stats().oldest_lsn {
+            tracing::info!(standby = name, flushed_lsn, "the WAL this standby needs was removed: sending a base backup");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn stream_to(
+        self: &Arc<Self>,
+        conn: &Arc<StandbyConn>,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        rbuf: BytesMut,
+        base_backup: bool,
+        from_lsn: Lsn,
+    ) -> Result<(), ReplError> {
+        let mut sent = from_lsn;
+        if base_backup {
+            sent = self.send_base_backup(conn, wr).await?;
+            let mut p = conn.progress.lock();
+            p.state = StandbyState::Catchup;
+            (p.sent, p.write, p.flush, p.apply) = (sent, sent, sent, sent);
+        }
+        // Reader: status reports from the standby.
+        let (done_tx, mut done_rx) = watch::channel(None::<String>);
+        let reader = {
+            let conn = conn.clone();
+            let mut rbuf = rbuf;
+            let hub = self.clone();
+            async move {
+                let err = loop {
+                    match read_message(&mut rd, &mut rbuf).await {
+                        Ok(Some(Message::Status { write_lsn, flush_lsn, apply_lsn, .. })) => {
+                            conn.on_status(write_lsn, flush_lsn, apply_lsn);
+                            hub.slots.advance(&conn.name, flush_lsn);
+                            hub.recompute();
+                            conn.reported.notify_one();
+                        }
+                        Ok(Some(Message::Error { reason })) => break format!("standby reported: {reason}"),
+                        Ok(Some(other)) => break format!("unexpected {} from standby", other.name()),
+                        Ok(None) => break "standby closed the connection".to_string(),
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                let _ = done_tx.send(Some(err));
+            }
+        };
+        let reader = tokio::spawn(reader);
+        let engine = self.handle.get();
+        let mut written_rx = engine.subscribe_written();
+        let mut stop_rx = self.stop_tx.subscribe();
+        let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
+        let result = loop {
+            if let Some(reason) = done_rx.borrow().clone() {
+                break if reason == "standby closed the connection" { Ok(()) } else { Err(ReplError::Peer(reason)) };
+            }
+            if *stop_rx.borrow() {
+                let _ = write_message(wr, &Message::Error { reason: "this node is no longer the primary".into() }).await;
+                break Ok(());
+            }
+            let written = engine.written_lsn();
+            let in_flight = sent.saturating_sub(conn.progress.lock().write);
+            if sent < written && in_flight < IN_FLIGHT_MAX_BYTES {
+                let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
+                    Ok(d) => d,
+                    Err(e @ EngineError::WalRemoved { .. }) => break Err(ReplError::Storage(e.to_string())),
+                    Err(e) => break Err(ReplError::Storage(e.to_string())),
+                };
+                let start = sent;
+                sent += data.len() as u64;
+                let msg = Message::WalData { epoch: engine.epoch(), start_lsn: start, primary_flushed_lsn: engine.flushed_lsn(), data };
+                if let Err(e) = write_message(wr, &msg).await {
+                    break Err(e);
+                }
+                conn.on_sent(sent, sent >= engine.written_lsn());
+                continue;
+            }
+            if conn.progress.lock().last_reply.elapsed() > STANDBY_TIMEOUT {
+                break Err(ReplError::Timeout("a status report from the standby"));
+            }
+            tokio::select! {
+                _ = written_rx.changed() => {}
+                _ = conn.reported.notified() => {}
+                _ = done_rx.changed() => {}
+                _ = stop_rx.changed() => {}
+                _ = keepalive.tick() => {
+                    let msg = Message::Keepalive {
+                        epoch: engine.epoch(),
+                        end_lsn: engine.written_lsn(),
+                        flushed_lsn: engine.flushed_lsn(),
+                        timestamp_ms: now_ms(),
+                        reply_requested: true,
+                    };
+                    if let Err(e) = write_message(wr, &msg).await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        reader.abort();
+        let _ = reader.await;
+        result
+    }
+
+    /// Takes a checkpoint and sends it with the epoch history; returns the
+    /// LSN streaming continues from (the checkpoint's redo LSN).
+    async fn send_base_backup(&self, conn: &StandbyConn, wr: &mut tokio::net::tcp::OwnedWriteHalf) -> Result<Lsn, ReplError> {
+        let engine = self.handle.get();
+        // Hold all WAL still on disk while the checkpoint is taken, then from its redo LSN.
+        self.slots.reset(&conn.name, engine.stats().oldest_lsn).map_err(|e| ReplError::Storage(e.to_string()))?;
+        let e2 = engine.clone();
+        let info = tokio::task::spawn_blocking(move || e2.checkpoint())
+            .await
+            .map_err(|e| ReplError::Storage(e.to_string()))?
+            .map_err(|e| ReplError::Storage(e.to_string()))?;
+        self.slots.reset(&conn.name, info.redo_lsn).map_err(|e| ReplError::Storage(e.to_string()))?;
+        // Open before a later checkpoint can remove the file.
+        let mut file = tokio::fs::File::open(&info.path).await?;
+        let len = file.metadata().await?.len();
+        tracing::info!(standby = %conn.name, redo_lsn = info.redo_lsn, bytes = len, "sending base backup");
+        write_message(
+            wr,
+            &Message::BackupBegin {
+                cluster_id: engine.cluster_id(),
+                epoch: info.epoch,
+                redo_lsn: info.redo_lsn,
+                end_lsn: info.end_lsn,
+                checkpoint_bytes: len,
+            },
+        )
+        .await?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; CHUNK_MAX_BYTES];
+        while offset < len {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Err(ReplError::Storage("checkpoint file shorter than its length".into()));
+            }
+            crc.update(&buf[..n]);
+            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+            write_message(wr, &Message::BackupChunk { kind: BACKUP_CHUNK_CHECKPOINT, offset, data }).await?;
+            offset += n as u64;
+        }
+        let history = history_of(&engine).encode();
+        write_message(wr, &Message::BackupChunk { kind: BACKUP_CHUNK_WAL, offset: 0, data: history.into() }).await?;
+        write_message(
+            wr,
+            &Message::BackupEnd { checkpoint_crc: crc.finalize(), wal_start_lsn: info.redo_lsn, wal_end_lsn: info.end_lsn },
+        )
+        .await?;
+        Ok(info.redo_lsn)
+    }
+}
+
+fn sync_state_name(s: SyncState) -> &'static str {
+    s.as_str()
+}
+
+/// The engine's epoch history as an [`EpochHistory`].
+pub fn history_of(engine: &walship_engine::Engine) -> EpochHistory {
+    let entries = engine.epoch_history();
+    let mut h = EpochHistory::new(entries[0].epoch);
+    for e in &entries[1..] {
+        h.push(e.epoch, e.start_lsn);
+    }
+    h
+}
+
+impl StandbyConn {
+    fn on_sent(&self, sent: Lsn, caught_up: bool) {
+        let mut p = self.progress.lock();
+        p.sent = sent;
+        if p.samples.len() >= LAG_SAMPLES_MAX {
+            p.samples.pop_front();
+        }
+        p.samples.push_back((sent, Instant::now()));
+        if caught_up && p.state == StandbyState::Catchup {
+            p.state = StandbyState::Streaming;
+            tracing::info!(standby = %self.name, lsn = sent, "standby caught up: streaming");
+        }
+    }
+
+    fn on_status(&self, write: Lsn, flush: Lsn, apply: Lsn) {
+        let mut p = self.progress.lock();
+        let now = Instant::now();
+        // Positions only move forward, and never past what was sent.
+        let cap = p.sent;
+        p.write = p.write.max(write.min(cap));
+        p.flush = p.flush.max(flush.min(cap));
+        p.apply = p.apply.max(apply.min(cap));
+        let lag = |samples: &VecDeque<(Lsn, Instant)>, pos: Lsn| samples.iter().rev().find(|(l, _)| *l <= pos).map(|(_, t)| now - *t);
+        if let Some(l) = lag(&p.samples, p.write) {
+            p.write_lag = Some(l);
+        }
+        if let Some(l) = lag(&p.samples, p.flush) {
+            p.flush_lag = Some(l);
+        }
+        if let Some(l) = lag(&p.samples, p.apply) {
+            p.replay_lag = Some(l);
+        }
+        let done = p.write.min(p.flush).min(p.apply);
+        while p.samples.front().is_some_and(|(l, _)| *l <= done) {
+            p.samples.pop_front();
+        }
+        p.last_reply = now;
+    }
+}

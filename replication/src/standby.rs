@@ -1,0 +1,397 @@
+//! The standby's side: the WAL receiver.
+//!
+//! It connects to the primary's client port, authenticates like a client,
+//! sends the handshake command `WALSHIP STREAM <listening port>`, and then
+//! speaks frames: `Hello` with its cluster id, epoch and WAL end; a base
+//! backup if the primary says one is needed; then `WalData` for ever. Bytes
+//! are appended only as whole records, each verified at its LSN by the
+//! engine, through the same path recovery uses; a record cut by the chunking
+//! waits in a bounded buffer for its rest. It reports write/flush/apply
+//! LSNs after each flush and at least every 100 ms. On any error it closes,
+//! waits, and reconnects; what it already appended stays.
+
+use crate::handle::EngineHandle;
+use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, PROTO_VERSION};
+use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use walship_engine::basebackup::{BackupMeta, BackupReceiver};
+use walship_engine::wal::record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
+use walship_engine::Lsn;
+
+/// Status report period.
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+/// Most bytes of an incomplete record held while waiting for its rest.
+const PENDING_MAX_BYTES: usize = RECORD_HEADER_BYTES + RECORD_PAYLOAD_MAX_BYTES as usize;
+
+/// Where to replicate from.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// `host:port` of the primary's client port.
+    pub primary: String,
+    /// This standby's name, matched by `synchronous_standby_names`.
+    pub name: String,
+    /// The primary's `requirepass`, if any.
+    pub password: Option<String>,
+    /// This standby's own client port, told to the primary.
+    pub listening_port: u16,
+}
+
+/// What `INFO replication` shows about the link.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverStatus {
+    /// connecting, backup, catchup, streaming, or stopped.
+    pub state: &'static str,
+    /// Whether the link is up.
+    pub link_up: bool,
+    /// The last error, if the link is down because of one.
+    pub last_error: Option<String>,
+    /// The primary's WAL end, as last told.
+    pub primary_end_lsn: Lsn,
+    /// The primary's flushed LSN, as last told.
+    pub primary_flushed_lsn: Lsn,
+    /// When a message last arrived.
+    pub last_message: Option<Instant>,
+    /// When the link went down.
+    pub down_since: Option<Instant>,
+    /// Base backups installed since start.
+    pub base_backups: u64,
+}
+
+/// The WAL receiver of one standby.
+pub struct Receiver {
+    handle: EngineHandle,
+    config: ReceiverConfig,
+    status: Mutex<ReceiverStatus>,
+}
+
+impl Receiver {
+    /// A receiver feeding the engine behind `handle`.
+    pub fn new(handle: EngineHandle, config: ReceiverConfig) -> Arc<Receiver> {
+        let status = ReceiverStatus { state: "connecting", down_since: Some(Instant::now()), ..Default::default() };
+        Arc::new(Receiver { handle, config, status: Mutex::new(status) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
+    /// A snapshot of the link's status.
+    pub fn status(&self) -> ReceiverStatus {
+        self.status.lock().clone()
+    }
+
+    fn set_state(&self, state: &'static str) {
+        self.status.lock().state = state;
+    }
+
+    /// Replicates until `stop` turns true, reconnecting after errors.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let session = self.session(stop.clone());
+            let result = tokio::select! {
+                r = session => r,
+                _ = stop.changed() => Ok(()),
+            };
+            {
+                let mut s = self.status.lock();
+                s.link_up = false;
+                s.down_since.get_or_insert_with(Instant::now);
+                s.state = "connecting";
+                if let Err(e) = &result {
+                    s.last_error = Some(e.to_string());
+                }
+            }
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    let refused = matches!(e, ReplError::Refused(_));
+                    tracing::warn!(primary = %self.config.primary, error = %e, "replication stream ended; reconnecting");
+                    if refused {
+                        backoff = Duration::from_secs(5);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.set_state("stopped");
+    }
+
+    async fn session(&self, stop: watch::Receiver<bool>) -> Result<(), ReplError> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.config.primary))
+            .await
+            .map_err(|_| ReplError::Timeout("the connection to the primary"))??;
+        let _ = stream.set_nodelay(true);
+        let mut stream = BufReader::new(stream);
+        if let Some(pass) = &self.config.password {
+            send_command(&mut stream, &["AUTH", pass]).await?;
+            expect_ok(&mut stream, "+OK").await?;
+        }
+        let port = self.config.listening_port.to_string();
+        send_command(&mut stream, &["WALSHIP", "STREAM", &port]).await?;
+        expect_ok(&mut stream, "+STREAM").await?;
+        let leftover = BytesMut::from(stream.buffer());
+        let (mut rd, mut wr) = stream.into_inner().into_split();
+        let mut rbuf = leftover;
+
+        let engine = self.handle.get();
+        let blank = engine.end_lsn() == 0;
+        write_message(
+            &mut wr,
+            &Message::Hello {
+                proto_version: PROTO_VERSION,
+                cluster_id: if blank { 0 } else { engine.cluster_id() },
+                epoch: engine.epoch(),
+                flushed_lsn: engine.end_lsn(),
+                name: self.config.name.clone(),
+            },
+        )
+        .await?;
+        let welcome = expect_message(&mut rd, &mut rbuf, Duration::from_secs(30), "the primary's Welcome").await?;
+        let base_backup = match welcome {
+            Message::Welcome { base_backup, .. } => base_backup,
+            Message::Refuse { reason } => return Err(ReplError::Refused(reason)),
+            Message::Error { reason } => return Err(ReplError::Peer(reason)),
+            other => return Err(ReplError::Protocol(format!("expected Welcome, got {}", other.name()))),
+        };
+        {
+            let mut s = self.status.lock();
+            s.link_up = true;
+            s.down_since = None;
+            s.last_error = None;
+            s.last_message = Some(Instant::now());
+        }
+        if base_backup {
+            self.set_state("backup");
+            self.receive_base_backup(&mut rd, &mut rbuf).await?;
+        }
+        self.set_state("catchup");
+        tracing::info!(primary = %self.config.primary, from_lsn = self.handle.get().end_lsn(), "streaming WAL from the primary");
+
+        // The writer half sends status reports from its own task.
+        let reply_now = Arc::new(Notify::new());
+        let reporter = tokio::spawn(report_status(self.handle.get(), wr, reply_now.clone(), stop));
+        let result = self.receive_wal(&mut rd, &mut rbuf, &reply_now).await;
+        reporter.abort();
+        result
+    }
+
+    async fn receive_base_backup(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rbuf: &mut BytesMut,
+    ) -> Result<(), ReplError> {
+        let t = Duration::from_secs(120);
+        let begin = expect_message(rd, rbuf, t, "BackupBegin").await?;
+        let Message::BackupBegin { cluster_id, redo_lsn, end_lsn, checkpoint_bytes, .. } = begin else {
+            return Err(ReplError::Protocol(format!("expected BackupBegin, got {}", begin.name())));
+        };
+        tracing::info!(redo_lsn, bytes = checkpoint_bytes, "receiving base backup");
+        let meta = BackupMeta { cluster_id, redo_lsn, end_lsn, checkpoint_bytes };
+        let cfg = self.handle.config();
+        let mut receiver = BackupReceiver::begin(cfg.storage.clone(), &cfg.data_dir, meta).map_err(storage)?;
+        let mut crc = crc32fast::Hasher::new();
+        loop {
+            match expect_message(rd, rbuf, t, "base backup data").await? {
+                Message::BackupChunk { kind: BACKUP_CHUNK_CHECKPOINT, offset, data } => {
+                    crc.update(&data);
+                    receiver.write_checkpoint(offset, &data).map_err(storage)?;
+                }
+                Message::BackupChunk { kind: BACKUP_CHUNK_WAL, data, .. } => receiver.set_epochs(&data).map_err(storage)?,
+                Message::BackupEnd { checkpoint_crc, .. } => {
+                    if crc.finalize() != checkpoint_crc {
+                        return Err(ReplError::Protocol("base backup checkpoint CRC mismatch".into()));
+                    }
+                    break;
+                }
+                Message::Error { reason } => return Err(ReplError::Peer(reason)),
+                other => return Err(ReplError::Protocol(format!("unexpected {} during base backup", other.name()))),
+            }
+        }
+        let handle = self.handle.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ReplError> {
+            receiver.finish().map_err(storage)?;
+            handle.reopen().map_err(storage)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| ReplError::Storage(e.to_string()))??;
+        self.status.lock().base_backups += 1;
+        tracing::info!(redo_lsn, "base backup installed");
+        Ok(())
+    }
+
+    async fn receive_wal(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        rbuf: &mut BytesMut,
+        reply_now: &Notify,
+    ) -> Result<(), ReplError> {
+        let mut pending = BytesMut::new();
+        loop {
+            let Some(msg) = read_message(rd, rbuf).await? else { return Err(ReplError::Closed) };
+            self.status.lock().last_message = Some(Instant::now());
+            match msg {
+                Message::WalData { epoch, start_lsn, primary_flushed_lsn, data } => {
+                    let engine = self.handle.get();
+                    if epoch < engine.epoch() {
+                        return Err(ReplError::Refused(format!(
+                            "primary sends epoch {epoch} WAL but this node is on epoch {}: not accepting WAL from an older epoch",
+                            engine.epoch()
+                        )));
+                    }
+                    let expected = engine.end_lsn() + pending.len() as u64;
+                    if start_lsn != expected {
+                        return Err(ReplError::Protocol(format!("WAL chunk starts at LSN {start_lsn}, expected {expected}")));
+                    }
+                    if pending.len() + data.len() > PENDING_MAX_BYTES {
+                        return Err(ReplError::Protocol("incomplete record larger than any record can be".into()));
+                    }
+                    pending.extend_from_slice(&data);
+                    let whole = whole_records_len(&pending);
+                    if whole > 0 {
+                        let chunk: Bytes = pending.split_to(whole).freeze();
+                        engine.append_replicated(engine.end_lsn(), &chunk).map_err(storage)?;
+                    }
+                    let mut s = self.status.lock();
+                    s.primary_flushed_lsn = s.primary_flushed_lsn.max(primary_flushed_lsn);
+                    s.primary_end_lsn = s.primary_end_lsn.max(start_lsn + data.len() as u64);
+                    if engine.end_lsn() >= s.primary_end_lsn {
+                        s.state = "streaming";
+                    }
+                }
+                Message::Keepalive { epoch, end_lsn, flushed_lsn, reply_requested, .. } => {
+                    let engine = self.handle.get();
+                    if epoch < engine.epoch() {
+                        return Err(ReplError::Refused(format!(
+                            "primary is on epoch {epoch}, older than this node's epoch {}",
+                            engine.epoch()
+                        )));
+                    }
+                    {
+                        let mut s = self.status.lock();
+                        s.primary_end_lsn = end_lsn;
+                        s.primary_flushed_lsn = flushed_lsn;
+                        s.state = if engine.end_lsn() >= end_lsn { "streaming" } else { "catchup" };
+                    }
+                    if reply_requested {
+                        reply_now.notify_one();
+                    }
+                }
+                Message::Error { reason } => return Err(ReplError::Peer(reason)),
+                other => return Err(ReplError::Protocol(format!("unexpected {} while streaming", other.name()))),
+            }
+        }
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> ReplError {
+    ReplError::Storage(e.to_string())
+}
+
+/// Length of the prefix of `buf` made of whole records, walking the length
+/// fields only; the engine verifies every CRC when it appends them.
+fn whole_records_len(buf: &[u8]) -> usize {
+    let mut off = 0usize;
+    while buf.len() - off >= RECORD_HEADER_BYTES {
+        let len = u32::from_le_bytes(buf[off..off + 4].try_into().expect("4 bytes"));
+        if len > RECORD_PAYLOAD_MAX_BYTES {
+            // Corrupt: hand it to the engine, which refuses it with a clear error.
+            return buf.len();
+        }
+        let total = RECORD_HEADER_BYTES + len as usize;
+        if buf.len() - off < total {
+            break;
+        }
+        off += total;
+    }
+    off
+}
+
+/// Sends write/flush/apply LSNs after each flush, every 100 ms, and when asked.
+async fn report_status(
+    engine: walship_engine::Engine,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    reply_now: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut flushed = engine.subscribe_flushed();
+    let mut written = engine.subscribe_written();
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut last = (u64::MAX, u64::MAX, u64::MAX);
+    loop {
+        let mut force = false;
+        tokio::select! {
+            _ = flushed.changed() => {}
+            _ = written.changed() => {}
+            _ = tick.tick() => force = true,
+            _ = reply_now.notified() => force = true,
+            _ = stop.changed() => return,
+        }
+        let flush = engine.flushed_lsn();
+        let now = (engine.written_lsn(), flush, engine.end_lsn().min(flush));
+        if now == last && !force {
+            continue;
+        }
+        last = now;
+        let msg = Message::Status { write_lsn: now.0, flush_lsn: now.1, apply_lsn: now.2, timestamp_ms: now_ms() };
+        if write_message(&mut wr, &msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send_command(stream: &mut BufReader<TcpStream>, args: &[&str]) -> Result<(), ReplError> {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.get_mut().write_all(out.as_bytes()).await?;
+    Ok(())
+}
+
+async fn expect_ok(stream: &mut BufReader<TcpStream>, want: &str) -> Result<(), ReplError> {
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_line(&mut line))
+        .await
+        .map_err(|_| ReplError::Timeout("the primary's reply to the handshake"))??;
+    if read == 0 {
+        return Err(ReplError::Closed);
+    }
+    let line = line.trim_end();
+    if line == want {
+        Ok(())
+    } else {
+        Err(ReplError::Refused(line.trim_start_matches(['-', '+']).to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_records_are_found_by_their_lengths() {
+        let mut buf = Vec::new();
+        for (i, v) in ["a", "bb", "ccc"].iter().enumerate() {
+            walship_engine::Mutation::Put { key: Bytes::from(format!("k{i}")), value: Bytes::from(*v) }.encode(buf.len() as u64, &mut buf);
+        }
+        assert_eq!(whole_records_len(&buf), buf.len());
+        assert!(whole_records_len(&buf[..buf.len() - 1]) < buf.len() - 1);
+        assert_eq!(whole_records_len(&buf[..5]), 0);
+    }
+}
