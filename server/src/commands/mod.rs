@@ -3,7 +3,8 @@
 //!
 //! - [`string`]: GET, SET, GETDEL, MGET, MSET, INCR..., APPEND, STRLEN
 //! - [`keys`]: DEL, EXISTS, TYPE, TTL, SCAN, KEYS, DBSIZE, FLUSHALL
-//! - [`server`]: INFO, CONFIG, COMMAND, TIME, SAVE, BGSAVE, ROLE, SHUTDOWN
+//! - [`server`]: COMMAND, TIME, SAVE, BGSAVE, LASTSAVE, ROLE, SHUTDOWN
+//! - [`info`]: INFO; [`config`]: CONFIG
 //! - [`connection`]: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT
 //!
 //! A handler reads its arguments, may run one `Store::transact` (so a
@@ -12,7 +13,9 @@
 //! it wrote in [`Ctx`], and the connection waits once for the whole batch
 //! before sending any reply.
 
+pub mod config;
 pub mod connection;
+pub mod info;
 pub mod keys;
 pub mod server;
 pub mod string;
@@ -113,8 +116,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("flushall", -1, WRITE, NOKEYS, keys::flushall),
     cmd!("flushdb", -1, WRITE, NOKEYS, keys::flushall),
     // server
-    cmd!("info", -1, 0, NOKEYS, server::info),
-    cmd!("config", -2, ADMIN, NOKEYS, server::config),
+    cmd!("info", -1, 0, NOKEYS, info::info),
+    cmd!("config", -2, ADMIN, NOKEYS, config::config),
     cmd!("command", -1, CONNECTION, NOKEYS, server::command),
     cmd!("time", 1, FAST, NOKEYS, server::time),
     cmd!("save", 1, ADMIN, NOKEYS, server::save),
