@@ -59,22 +59,12 @@ const PARAMS: &[Param] = &[
     },
     Param {
         name: "segment-size",
-        get: |s| {
-            s.config
-                .segment_size_bytes
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        },
+        get: |s| s.store.engine().config().segment_size_bytes.to_string(),
         set: None,
     },
     Param {
         name: "checkpoint-every",
-        get: |s| {
-            s.config
-                .checkpoint_every_bytes
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        },
+        get: |s| s.store.engine().config().checkpoint_every_bytes.to_string(),
         set: None,
     },
     Param {
