@@ -206,14 +206,43 @@ fn check_round(before: &Keyspace, logs: &[ClientLog], after: &Keyspace) -> Vec<S
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
+    crash_rounds(
+        "acknowledged_writes_survive_sigkill",
+        ServerOptions::default(),
+        false,
+    );
+}
+
+/// The same with tiny WAL segments and checkpoints (`SAVE`, or `BGSAVE`
+/// that the crash may interrupt) taken while the clients write, so crashes
+/// land around segment switches and checkpoints, and recovery starts from a
+/// checkpoint and crosses many segments.
+#[test]
+fn acknowledged_writes_survive_sigkill_across_segments_and_checkpoints() {
+    crash_rounds(
+        "acknowledged_writes_survive_sigkill_across_segments_and_checkpoints",
+        ServerOptions {
+            extra_args: ["--segment-size", "64KiB", "--checkpoint-every", "128KiB"]
+                .map(String::from)
+                .to_vec(),
+            ..ServerOptions::default()
+        },
+        true,
+    );
+}
+
+/// Rounds of: 16 clients write, SIGKILL once enough writes were
+/// acknowledged, restart, compare with the model. With `checkpoint`, a
+/// `SAVE` (even rounds) or `BGSAVE` (odd rounds) runs half-way through.
+fn crash_rounds(test_name: &str, options: ServerOptions, checkpoint: bool) {
     const CLIENTS: u32 = 16;
     const ROUNDS: u32 = 3;
     const ACKNOWLEDGED_PER_ROUND: usize = 800;
     const OPS_PER_CLIENT_MAX: usize = 20_000;
     let guard = Duration::from_secs(180);
 
-    let seed = walship_tests::seed::seed("acknowledged_writes_survive_sigkill");
-    let mut server = TestServer::start().expect("start walship");
+    let seed = walship_tests::seed::seed(test_name);
+    let mut server = TestServer::start_with(options).expect("start walship");
     let mut model = Keyspace::new();
     for round in 0..ROUNDS {
         let acknowledged_total = Arc::new(AtomicUsize::new(0));
@@ -231,6 +260,7 @@ fn acknowledged_writes_survive_sigkill() {
             .collect();
 
         let start = Instant::now();
+        let mut checkpointed = !checkpoint;
         while acknowledged_total.load(Ordering::SeqCst) < ACKNOWLEDGED_PER_ROUND
             && !clients.iter().all(|c| c.is_finished())
         {
@@ -239,6 +269,17 @@ fn acknowledged_writes_survive_sigkill() {
                 "round {round}: writers stuck\n{}",
                 server.log_tail()
             );
+            if !checkpointed
+                && acknowledged_total.load(Ordering::SeqCst) >= ACKNOWLEDGED_PER_ROUND / 2
+            {
+                let command = if round % 2 == 0 { "SAVE" } else { "BGSAVE" };
+                let reply: Value = redis::cmd(command).query(&mut server.connection()).unwrap();
+                assert!(
+                    matches!(reply, Value::Okay | Value::SimpleString(_)),
+                    "{command}: {reply:?}"
+                );
+                checkpointed = true;
+            }
             thread::sleep(Duration::from_millis(2));
         }
         killed.store(true, Ordering::SeqCst);

@@ -1,0 +1,118 @@
+//! Limits that protect the server from its clients: a connection cap with
+//! Redis's refusal, and bounded memory for a client that floods the server
+//! with requests for big replies and never reads them.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use walship_tests::resp::{encode, RawConn, Reply};
+use walship_tests::{ServerOptions, TestServer};
+
+#[test]
+fn connections_over_max_clients_are_refused_like_redis() {
+    const MAX_CLIENTS: usize = 8;
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec!["--max-clients".into(), MAX_CLIENTS.to_string()],
+        ..ServerOptions::default()
+    })
+    .expect("start walship with --max-clients");
+    let mut held: Vec<RawConn> = Vec::new();
+    for i in 0..MAX_CLIENTS {
+        let mut raw = server.raw();
+        assert_eq!(
+            raw.command(&["PING"]),
+            Reply::Simple("PONG".into()),
+            "client {i}"
+        );
+        held.push(raw);
+    }
+    let mut extra = server.raw();
+    assert_eq!(
+        extra
+            .read_reply()
+            .expect("the refusal is sent without a request"),
+        Reply::Error("ERR max number of clients reached".into())
+    );
+    extra
+        .read_until_closed()
+        .expect("refused connection is closed");
+    // The admitted clients carry on, and a freed slot can be reused.
+    assert_eq!(
+        held[0].command(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut raw = server.raw();
+        // The server learns of the close asynchronously: retry until the
+        // slot is free (the deadline guards against it never freeing).
+        match raw.command(&["GET", "k"]) {
+            Reply::Bulk(Some(v)) => {
+                assert_eq!(v, b"v");
+                break;
+            }
+            Reply::Error(e) if e == "ERR max number of clients reached" => {
+                assert!(std::time::Instant::now() < deadline, "slot never freed");
+                thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn unread_big_replies_do_not_grow_server_memory_without_bound() {
+    const VALUE_BYTES: usize = 1024 * 1024;
+    const GETS_PER_CLIENT: usize = 400;
+    const CLIENTS: usize = 4;
+    const RSS_BYTES_MAX: u64 = 300 * 1024 * 1024;
+    let server = TestServer::start().expect("start walship");
+    let value = vec![b'v'; VALUE_BYTES];
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut server.connection())
+        .unwrap();
+
+    // Each client asks for 400 MiB of replies and reads none of them.
+    let mut flooders = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut requests = Vec::new();
+        for _ in 0..GETS_PER_CLIENT {
+            requests.extend(encode(&["GET", "big"]));
+        }
+        // The server may stop reading (backpressure) or disconnect us
+        // (output limit); either way the write may not finish.
+        let _ = stream.write_all(&requests);
+        flooders.push(stream);
+    }
+    // Watch the server while it holds the flood: memory must stay bounded
+    // at every sample. (The samples are spread out so the server gets to
+    // process what it will; nothing asserts on time.)
+    let mut rss_max = 0;
+    for _ in 0..40 {
+        let mut raw = server.raw();
+        assert_eq!(raw.command(&["PING"]), Reply::Simple("PONG".into()));
+        rss_max = rss_max.max(server.rss_bytes());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rss_max < RSS_BYTES_MAX,
+        "server RSS reached {} MiB with {CLIENTS} clients not reading {} MiB of replies each",
+        rss_max >> 20,
+        (GETS_PER_CLIENT * VALUE_BYTES) >> 20
+    );
+    drop(flooders);
+    let got: Vec<u8> = redis::cmd("GET")
+        .arg("big")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(got == value);
+}
