@@ -41,6 +41,30 @@
 //!
 //! Timeouts in this crate are failure guards only; no test asserts on how
 //! long anything took.
+//!
+//! # The tests
+//!
+//! One file per theme under `tests/tests/`: `strings`, `keyspace`,
+//! `connection` (server and connection commands, RESP3, pipelining, inline),
+//! `auth`, `redis_tools` (`redis-cli`, `redis-benchmark`), `durability`
+//! (SIGKILL/SIGTERM/checkpoints against a model of acknowledged writes),
+//! `wal_damage` (torn tail, mid-log corruption), `data_dir_lock`,
+//! `hostile_input`, `resource_limits`, `admin_http`, `cli_and_config`.
+//!
+//! # Environment
+//!
+//! - `WALSHIP_BIN`: the binary to test (default: the workspace's build).
+//! - `WALSHIP_SEED`: replay a randomized test with the seed it printed.
+//! - `WALSHIP_KEEP_DATA=1`: keep every server's temp dir (failing tests keep
+//!   theirs anyway, and print the log tail).
+//! - `WALSHIP_START_TIMEOUT_SECS`: how long a start may take (default 30).
+//! - `WALSHIP_SKIP_REDIS_TOOLS=1`: skip, rather than fail, the tests that need
+//!   `redis-cli` / `redis-benchmark` when they are not installed.
+//!
+//! `scripts/redis-as-walship` stands in for the binary with a real
+//! `redis-server`, to check the tests' Redis expectations against Redis:
+//! `WALSHIP_BIN=$PWD/scripts/redis-as-walship cargo test -p walship-tests
+//! --release` (walship-only features fail there, as they should).
 
 pub mod binary;
 pub mod dump;
