@@ -43,17 +43,30 @@ impl Drop for Registration {
     }
 }
 
-/// Writes that were executed but whose replies wait for durability.
+/// A command whose reply waits for durability: a write (its own LSN) or a
+/// read (the WAL end when it read).
+struct Waiting {
+    /// Position of the command in the batch.
+    seq: usize,
+    /// Offset in the output buffer where its reply starts.
+    reply_at: usize,
+    lsn: Lsn,
+    /// Index into the command table, start time and failure, for metrics.
+    command: usize,
+    start: Instant,
+    failed: bool,
+}
+
+/// The commands executed since the last flush.
 #[derive(Default)]
 struct Batch {
-    /// Highest LSN written in this batch.
+    /// Highest LSN to wait for before sending this batch's replies.
     lsn: Option<Lsn>,
-    /// Offset in the output buffer where the first write's reply starts.
-    first_write_reply_at: usize,
-    /// Commands executed since (and including) the first write.
-    commands_since_first_write: usize,
-    /// (command index, start, failed) of each write, for metrics.
-    writes: Vec<(usize, Instant, bool)>,
+    /// Whether any command in the batch wrote (not only read).
+    wrote: bool,
+    /// Commands executed in this batch.
+    commands: usize,
+    waiting: Vec<Waiting>,
 }
 
 pub struct Connection {
@@ -193,14 +206,14 @@ impl Connection {
                 Ok(Parsed::Complete { consumed }) => {
                     let start = Instant::now();
                     let reply_at = self.out.len();
-                    let (outcome, lsn) = {
+                    let (outcome, lsn, fence) = {
                         let args = self.req.args(&self.rbuf[..consumed]);
                         let mut ctx = Ctx::new(&self.shared, &mut self.client, &mut self.out);
                         let outcome = commands::execute(&mut ctx, args);
-                        (outcome, ctx.lsn)
+                        (outcome, ctx.lsn, ctx.read_fence)
                     };
                     self.rbuf.advance(consumed);
-                    self.account(outcome, lsn, start, reply_at);
+                    self.account(outcome, lsn, fence, start, reply_at);
                     if self.out.len() as u64 > output_limit {
                         tracing::warn!(
                             client = self.client.info.id,
@@ -245,66 +258,86 @@ impl Connection {
         &mut self,
         outcome: commands::Outcome,
         lsn: Option<Lsn>,
+        fence: Option<Lsn>,
         start: Instant,
         reply_at: usize,
     ) {
+        let seq = self.batch.commands;
+        self.batch.commands += 1;
         let Some(idx) = outcome.command else {
             self.shared
                 .metrics
                 .unknown_commands
                 .fetch_add(1, Ordering::Relaxed);
-            if self.batch.lsn.is_some() {
-                self.batch.commands_since_first_write += 1;
-            }
             return;
         };
-        match lsn {
+        self.batch.wrote |= lsn.is_some();
+        match lsn.or(fence) {
             Some(lsn) => {
-                if self.batch.lsn.is_none() {
-                    self.batch.first_write_reply_at = reply_at;
-                }
                 self.batch.lsn = Some(self.batch.lsn.map_or(lsn, |prev| prev.max(lsn)));
-                self.batch.commands_since_first_write += 1;
-                self.batch.writes.push((idx, start, outcome.failed));
+                self.batch.waiting.push(Waiting {
+                    seq,
+                    reply_at,
+                    lsn,
+                    command: idx,
+                    start,
+                    failed: outcome.failed,
+                });
             }
-            None => {
-                if self.batch.lsn.is_some() {
-                    self.batch.commands_since_first_write += 1;
-                }
-                self.shared
-                    .metrics
-                    .record(idx, start.elapsed(), outcome.failed);
-            }
+            None => self
+                .shared
+                .metrics
+                .record(idx, start.elapsed(), outcome.failed),
         }
     }
 
-    /// Waits until this batch's writes are durable, then sends the replies.
-    /// If they cannot be made durable, every reply from the first write on is
-    /// replaced by the error: no client is told OK for a write that may be lost.
+    /// Waits until everything this batch wrote or read is durable, then sends
+    /// the replies. If a write cannot be made durable, every reply from the
+    /// first command that depends on non-durable WAL on is replaced by the
+    /// error: no client is told OK for a write that may be lost.
     async fn flush(&mut self) -> io::Result<()> {
         if let Some(lsn) = self.batch.lsn.take() {
             // IMPORTANT: no reply to a write leaves before this returns Ok.
             let result = self.shared.store.wait_durable(lsn).await;
-            let failed = result.is_err();
-            if let Err(e) = result {
-                self.shared
-                    .metrics
-                    .durability_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(lsn, error = %e, "writes could not be made durable; replying with errors");
-                self.out.truncate(self.batch.first_write_reply_at);
-                let msg = format!("ERR {e}");
-                for _ in 0..self.batch.commands_since_first_write {
-                    self.out.error(&msg);
+            let failed = result.is_err() && self.batch.wrote;
+            match result {
+                Ok(()) => {}
+                Err(e) if self.batch.wrote => {
+                    self.shared
+                        .metrics
+                        .durability_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(lsn, error = %e, "writes could not be made durable; replying with errors");
+                    let durable = self.shared.store.durable_lsn();
+                    let first = self
+                        .batch
+                        .waiting
+                        .iter()
+                        .find(|w| w.lsn > durable)
+                        .or(self.batch.waiting.first())
+                        .map(|w| (w.seq, w.reply_at));
+                    if let Some((seq, reply_at)) = first {
+                        self.out.truncate(reply_at);
+                        let msg = format!("ERR {e}");
+                        for _ in seq..self.batch.commands {
+                            self.out.error(&msg);
+                        }
+                    }
+                }
+                // Only reads waited: the engine goes on serving reads after a
+                // write failure, so their replies stand.
+                Err(e) => {
+                    tracing::debug!(lsn, error = %e, "read fence not durable; replying anyway")
                 }
             }
-            for (idx, start, cmd_failed) in self.batch.writes.drain(..) {
+            for w in self.batch.waiting.drain(..) {
                 self.shared
                     .metrics
-                    .record(idx, start.elapsed(), cmd_failed || failed);
+                    .record(w.command, w.start.elapsed(), w.failed || failed);
             }
-            self.batch.commands_since_first_write = 0;
         }
+        self.batch.wrote = false;
+        self.batch.commands = 0;
         self.write_out().await
     }
 

@@ -157,6 +157,15 @@ impl Store {
         self.engine.flushed_lsn()
     }
 
+    /// Writes up to here are durable under the fsync policy: fsynced with
+    /// `always`, handed to the OS otherwise.
+    pub fn durable_lsn(&self) -> Lsn {
+        match self.engine.fsync_policy() {
+            FsyncPolicy::Always => self.engine.flushed_lsn(),
+            FsyncPolicy::IntervalMs(_) | FsyncPolicy::Never => self.engine.written_lsn(),
+        }
+    }
+
     pub fn cluster_id(&self) -> u64 {
         self.engine.cluster_id()
     }

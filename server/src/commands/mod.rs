@@ -245,6 +245,11 @@ pub struct Ctx<'a> {
     /// Highest LSN written by commands run with this context and not yet
     /// known durable. The connection waits for it before replying.
     pub lsn: Option<Lsn>,
+    /// For a read: the WAL end after it read, so everything it may have seen
+    /// is covered. The connection waits for it too, so no client is shown a
+    /// value that a crash could still take back (no dirty reads across
+    /// connections). Usually already durable, and then free.
+    pub read_fence: Option<Lsn>,
 }
 
 impl<'a> Ctx<'a> {
@@ -258,6 +263,7 @@ impl<'a> Ctx<'a> {
             client,
             out,
             lsn: None,
+            read_fence: None,
         }
     }
 
@@ -312,7 +318,14 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
     } else if !ctx.client.authenticated && spec.flags & NO_AUTH == 0 {
         Err(CmdError::msg("NOAUTH Authentication required."))
     } else {
-        (spec.handler)(ctx, args)
+        let r = (spec.handler)(ctx, args);
+        if spec.flags & (READONLY | WRITE) != 0 && ctx.lsn.is_none() {
+            // IMPORTANT: read the WAL end only after the handler read the data,
+            // so the fence covers every write it may have seen. (A command that
+            // wrote waits for its own LSN, which is past everything it saw.)
+            ctx.read_fence = Some(ctx.shared.store.end_lsn());
+        }
+        r
     };
     let failed = match result {
         Ok(()) => false,
