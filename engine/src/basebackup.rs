@@ -64,12 +64,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
 
 impl BackupReceiver {
     /// Starts receiving; removes leftovers of an earlier failed transfer.
-    pub fn begin(storage: Arc<dyn Storage>, data_dir: &Path, meta: BackupMeta) -> Result<Self, EngineError> {
+    pub fn begin(
+        storage: Arc<dyn Storage>,
+        data_dir: &Path,
+        meta: BackupMeta,
+    ) -> Result<Self, EngineError> {
         storage.create_dir_all(data_dir).map_err(io(data_dir))?;
         discard_unfinished(&*storage, data_dir)?;
         let path = data_dir.join(STAGED_CKPT);
         let file = storage.create(&path).map_err(io(&path))?;
-        Ok(BackupReceiver { storage, data_dir: data_dir.to_path_buf(), meta, file, received: 0, epochs: None })
+        Ok(BackupReceiver {
+            storage,
+            data_dir: data_dir.to_path_buf(),
+            meta,
+            file,
+            received: 0,
+            epochs: None,
+        })
     }
 
     /// Writes the next piece of the checkpoint file; pieces arrive in order.
@@ -82,7 +93,9 @@ impl BackupReceiver {
             )));
         }
         if offset + data.len() as u64 > self.meta.checkpoint_bytes {
-            return Err(EngineError::Checkpoint("base backup is longer than announced".into()));
+            return Err(EngineError::Checkpoint(
+                "base backup is longer than announced".into(),
+            ));
         }
         self.file.write_all_at(data, offset).map_err(io(&path))?;
         self.received += data.len() as u64;
@@ -110,15 +123,21 @@ impl BackupReceiver {
                 self.received, self.meta.checkpoint_bytes
             )));
         }
-        let epochs = self.epochs.as_ref().ok_or_else(|| EngineError::Checkpoint("base backup without an epoch history".into()))?;
+        let epochs = self.epochs.as_ref().ok_or_else(|| {
+            EngineError::Checkpoint("base backup without an epoch history".into())
+        })?;
         self.file.sync_data().map_err(io(&ckpt))?;
-        let info = checkpoint::verify(storage, &ckpt, self.meta.cluster_id)
-            .map_err(|reason| EngineError::Checkpoint(format!("base backup checkpoint does not verify: {reason}")))?;
+        let info = checkpoint::verify(storage, &ckpt, self.meta.cluster_id).map_err(|reason| {
+            EngineError::Checkpoint(format!("base backup checkpoint does not verify: {reason}"))
+        })?;
         if info.redo_lsn != self.meta.redo_lsn || info.end_lsn != self.meta.end_lsn {
-            return Err(EngineError::Checkpoint("base backup checkpoint does not match its announcement".into()));
+            return Err(EngineError::Checkpoint(
+                "base backup checkpoint does not match its announcement".into(),
+            ));
         }
         let epochs_path = self.data_dir.join(STAGED_EPOCHS);
-        storage::write_file_atomic(storage, &epochs_path, &epochs.encode()).map_err(io(&epochs_path))?;
+        storage::write_file_atomic(storage, &epochs_path, &epochs.encode())
+            .map_err(io(&epochs_path))?;
         let mut marker = Vec::with_capacity(36);
         marker.extend_from_slice(&READY_MAGIC);
         marker.extend_from_slice(&self.meta.cluster_id.to_le_bytes());
@@ -155,7 +174,10 @@ pub(crate) fn roll_forward(storage: &dyn Storage, data_dir: &Path) -> Result<boo
         return Ok(false);
     }
     let m = storage::read_file(storage, &ready).map_err(io(&ready))?;
-    let bad = |reason: &str| EngineError::BadControl { file: ready.clone(), reason: reason.to_string() };
+    let bad = |reason: &str| EngineError::BadControl {
+        file: ready.clone(),
+        reason: reason.to_string(),
+    };
     if m.len() != 36 || m[0..8] != READY_MAGIC {
         return Err(bad("not a base backup marker"));
     }
@@ -190,10 +212,17 @@ pub(crate) fn roll_forward(storage: &dyn Storage, data_dir: &Path) -> Result<boo
     storage.sync_dir(&ckpt_dir).map_err(io(&ckpt_dir))?;
     let staged_epochs = data_dir.join(STAGED_EPOCHS);
     if storage.exists(&staged_epochs) {
-        storage.rename(&staged_epochs, &crate::epochs::epochs_path(data_dir)).map_err(io(&staged_epochs))?;
+        storage
+            .rename(&staged_epochs, &crate::epochs::epochs_path(data_dir))
+            .map_err(io(&staged_epochs))?;
     }
-    let epochs = EpochHistory::load(storage, data_dir)?.ok_or_else(|| bad("epoch history missing"))?;
-    Control { cluster_id, epoch: epochs.current() }.store(storage, data_dir)?;
+    let epochs =
+        EpochHistory::load(storage, data_dir)?.ok_or_else(|| bad("epoch history missing"))?;
+    Control {
+        cluster_id,
+        epoch: epochs.current(),
+    }
+    .store(storage, data_dir)?;
     set_consistent_at(storage, data_dir, Some(end_lsn))?;
     storage.remove(&ready).map_err(io(&ready))?;
     storage.sync_dir(data_dir).map_err(io(data_dir))?;
@@ -201,20 +230,34 @@ pub(crate) fn roll_forward(storage: &dyn Storage, data_dir: &Path) -> Result<boo
 }
 
 /// The LSN the WAL must reach before the state is consistent, if any.
-pub(crate) fn consistent_at(storage: &dyn Storage, data_dir: &Path) -> Result<Option<u64>, EngineError> {
+pub(crate) fn consistent_at(
+    storage: &dyn Storage,
+    data_dir: &Path,
+) -> Result<Option<u64>, EngineError> {
     let p = data_dir.join(CONSISTENT_AT);
     if !storage.exists(&p) {
         return Ok(None);
     }
     let b = storage::read_file(storage, &p).map_err(io(&p))?;
-    if b.len() != 12 || crc32fast::hash(&b[..8]) != u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) {
-        return Err(EngineError::BadControl { file: p, reason: "damaged".into() });
+    if b.len() != 12
+        || crc32fast::hash(&b[..8]) != u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"))
+    {
+        return Err(EngineError::BadControl {
+            file: p,
+            reason: "damaged".into(),
+        });
     }
-    Ok(Some(u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))))
+    Ok(Some(u64::from_le_bytes(
+        b[..8].try_into().expect("8 bytes"),
+    )))
 }
 
 /// Records (or clears) the consistency LSN.
-pub(crate) fn set_consistent_at(storage: &dyn Storage, data_dir: &Path, lsn: Option<u64>) -> Result<(), EngineError> {
+pub(crate) fn set_consistent_at(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    lsn: Option<u64>,
+) -> Result<(), EngineError> {
     let p = data_dir.join(CONSISTENT_AT);
     match lsn {
         Some(lsn) => {

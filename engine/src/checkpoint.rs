@@ -94,7 +94,11 @@ pub(crate) struct CheckpointWriter<'a> {
 }
 
 impl<'a> CheckpointWriter<'a> {
-    pub fn create(storage: &'a dyn Storage, dir: &Path, redo_lsn: u64) -> Result<Self, EngineError> {
+    pub fn create(
+        storage: &'a dyn Storage,
+        dir: &Path,
+        redo_lsn: u64,
+    ) -> Result<Self, EngineError> {
         let tmp = storage::tmp_path(&checkpoint_path(dir, redo_lsn));
         if storage.exists(&tmp) {
             storage.remove(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
@@ -115,8 +119,10 @@ impl<'a> CheckpointWriter<'a> {
 
     pub fn push(&mut self, key: &[u8], entry: &Entry) -> Result<(), EngineError> {
         let start = self.buf.len();
-        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&(entry.value.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(entry.value.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&entry.lsn.to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(&entry.value);
@@ -129,14 +135,21 @@ impl<'a> CheckpointWriter<'a> {
     }
 
     fn flush_buf(&mut self) -> Result<(), EngineError> {
-        self.file.write_all_at(&self.buf, self.offset).map_err(|e| EngineError::io(&self.tmp, e))?;
+        self.file
+            .write_all_at(&self.buf, self.offset)
+            .map_err(|e| EngineError::io(&self.tmp, e))?;
         self.offset += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
 
     /// Writes the header, makes the file durable and publishes it.
-    pub fn finish(mut self, cluster_id: u64, epoch: u64, end_lsn: u64) -> Result<CheckpointInfo, EngineError> {
+    pub fn finish(
+        mut self,
+        cluster_id: u64,
+        epoch: u64,
+        end_lsn: u64,
+    ) -> Result<CheckpointInfo, EngineError> {
         self.flush_buf()?;
         let mut h = [0u8; CKPT_HEADER_BYTES];
         h[0..8].copy_from_slice(&CKPT_MAGIC);
@@ -151,11 +164,19 @@ impl<'a> CheckpointWriter<'a> {
         let hcrc = crc32fast::hash(&h[0..60]);
         h[60..64].copy_from_slice(&hcrc.to_le_bytes());
         let path = checkpoint_path(&self.dir, self.redo_lsn);
-        self.file.write_all_at(&h, 0).map_err(|e| EngineError::io(&self.tmp, e))?;
-        self.file.sync_data().map_err(|e| EngineError::io(&self.tmp, e))?;
-        self.storage.rename(&self.tmp, &path).map_err(|e| EngineError::io(&path, e))?;
+        self.file
+            .write_all_at(&h, 0)
+            .map_err(|e| EngineError::io(&self.tmp, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| EngineError::io(&self.tmp, e))?;
+        self.storage
+            .rename(&self.tmp, &path)
+            .map_err(|e| EngineError::io(&path, e))?;
         // IMPORTANT: fsync the directory, or the checkpoint may vanish while the WAL it replaces is removed.
-        self.storage.sync_dir(&self.dir).map_err(|e| EngineError::io(&self.dir, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| EngineError::io(&self.dir, e))?;
         Ok(CheckpointInfo {
             path,
             redo_lsn: self.redo_lsn,
@@ -173,14 +194,22 @@ impl<'a> CheckpointWriter<'a> {
 }
 
 /// Checks a checkpoint file's header and CRCs without loading it.
-pub fn verify(storage: &dyn Storage, path: &Path, cluster_id: u64) -> Result<CheckpointInfo, String> {
+pub fn verify(
+    storage: &dyn Storage,
+    path: &Path,
+    cluster_id: u64,
+) -> Result<CheckpointInfo, String> {
     let file = storage.open(path).map_err(|e| e.to_string())?;
     let data: Bytes = file.map().map_err(|e| e.to_string())?;
     let (info, _) = parse_header(path, &data, cluster_id)?;
     Ok(info)
 }
 
-fn parse_header<'d>(path: &Path, data: &'d Bytes, cluster_id: u64) -> Result<(CheckpointInfo, &'d [u8]), String> {
+fn parse_header<'d>(
+    path: &Path,
+    data: &'d Bytes,
+    cluster_id: u64,
+) -> Result<(CheckpointInfo, &'d [u8]), String> {
     if data.len() < CKPT_HEADER_BYTES {
         return Err("shorter than its header".into());
     }
@@ -197,7 +226,10 @@ fn parse_header<'d>(path: &Path, data: &'d Bytes, cluster_id: u64) -> Result<(Ch
         return Err("unsupported version".into());
     }
     if u64_at(16) != cluster_id {
-        return Err(format!("belongs to cluster {:016x}, not {cluster_id:016x}", u64_at(16)));
+        return Err(format!(
+            "belongs to cluster {:016x}, not {cluster_id:016x}",
+            u64_at(16)
+        ));
     }
     let body = &data[CKPT_HEADER_BYTES..];
     if crc32fast::hash(body) != u32_at(56) {

@@ -48,7 +48,8 @@ impl Control {
         if b[0..8] != CONTROL_MAGIC {
             return Err("bad magic number (not a walship control file)".into());
         }
-        if crc32fast::hash(&b[0..32]) != u32::from_le_bytes(b[32..36].try_into().expect("4 bytes")) {
+        if crc32fast::hash(&b[0..32]) != u32::from_le_bytes(b[32..36].try_into().expect("4 bytes"))
+        {
             return Err("CRC mismatch".into());
         }
         if u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) != CONTROL_VERSION {
@@ -67,13 +68,16 @@ impl Control {
             return Ok(None);
         }
         let bytes = storage::read_file(storage, &path).map_err(|e| EngineError::io(&path, e))?;
-        Control::decode(&bytes).map(Some).map_err(|reason| EngineError::BadControl { file: path, reason })
+        Control::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| EngineError::BadControl { file: path, reason })
     }
 
     /// Replaces the control file atomically and durably.
     pub fn store(&self, storage: &dyn Storage, data_dir: &Path) -> Result<(), EngineError> {
         let path = control_path(data_dir);
-        storage::write_file_atomic(storage, &path, &self.encode()).map_err(|e| EngineError::io(&path, e))
+        storage::write_file_atomic(storage, &path, &self.encode())
+            .map_err(|e| EngineError::io(&path, e))
     }
 }
 
@@ -83,7 +87,10 @@ mod tests {
 
     #[test]
     fn control_roundtrips_and_rejects_damage() {
-        let c = Control { cluster_id: 0xDEAD_BEEF, epoch: 4 };
+        let c = Control {
+            cluster_id: 0xDEAD_BEEF,
+            epoch: 4,
+        };
         let mut b = c.encode();
         assert_eq!(Control::decode(&b), Ok(c));
         b[17] ^= 1;

@@ -2,11 +2,13 @@
 
 use crate::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use crate::control::Control;
+use crate::epochs::{EpochHistory, EpochStart};
 use crate::error::{EngineError, WriteError};
 use crate::memtable::{Entry, Memtable};
 use crate::storage::{FsStorage, Storage};
-use crate::epochs::{EpochHistory, EpochStart};
-use crate::wal::record::{self, BatchOp, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
+use crate::wal::record::{
+    self, BatchOp, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
+};
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
 use crate::wal::writer::{FsyncPolicy, Wal};
@@ -168,7 +170,13 @@ pub struct Engine {
 
 /// Applies one logged mutation: the single path shared by local writes,
 /// recovery and replicated WAL. Returns true when it started a new epoch.
-fn apply_to(memtable: &mut Memtable, epoch: &AtomicU64, epochs: &mut EpochHistory, end_lsn: Lsn, m: &Mutation) -> bool {
+fn apply_to(
+    memtable: &mut Memtable,
+    epoch: &AtomicU64,
+    epochs: &mut EpochHistory,
+    end_lsn: Lsn,
+    m: &Mutation,
+) -> bool {
     memtable.apply(end_lsn, m);
     if let Mutation::EpochChange { epoch: e } = m {
         let start = end_lsn - (RECORD_HEADER_BYTES + m.payload_len()) as u64;
@@ -182,7 +190,9 @@ impl Engine {
     /// Opens (or initialises) the data directory and runs recovery.
     pub fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let started = Instant::now();
-        if cfg.segment_size_bytes < SEGMENT_SIZE_MIN_BYTES || !cfg.segment_size_bytes.is_multiple_of(4096) {
+        if cfg.segment_size_bytes < SEGMENT_SIZE_MIN_BYTES
+            || !cfg.segment_size_bytes.is_multiple_of(4096)
+        {
             return Err(EngineError::Config(format!(
                 "segment size {} must be a multiple of 4096 and at least {SEGMENT_SIZE_MIN_BYTES}",
                 cfg.segment_size_bytes
@@ -193,14 +203,19 @@ impl Engine {
         let wal_dir = data_dir.join("wal");
         let ckpt_dir = checkpoint::checkpoint_dir(&data_dir);
         for d in [&data_dir, &wal_dir, &ckpt_dir] {
-            storage.create_dir_all(d).map_err(|e| EngineError::io(d, e))?;
+            storage
+                .create_dir_all(d)
+                .map_err(|e| EngineError::io(d, e))?;
         }
         crate::basebackup::roll_forward(&*storage, &data_dir)?;
         let consistent_at = crate::basebackup::consistent_at(&*storage, &data_dir)?;
         let control = match Control::load(&*storage, &data_dir)? {
             Some(c) => c,
             None => {
-                let has_data = !storage.list(&wal_dir).map_err(|e| EngineError::io(&wal_dir, e))?.is_empty()
+                let has_data = !storage
+                    .list(&wal_dir)
+                    .map_err(|e| EngineError::io(&wal_dir, e))?
+                    .is_empty()
                     || !checkpoint::list(&*storage, &ckpt_dir)?.is_empty();
                 if has_data {
                     return Err(EngineError::BadControl {
@@ -209,7 +224,10 @@ impl Engine {
                     });
                 }
                 let cluster_id = cfg.cluster_id.unwrap_or_else(|| rand::random::<u64>() | 1);
-                let c = Control { cluster_id, epoch: 1 };
+                let c = Control {
+                    cluster_id,
+                    epoch: 1,
+                };
                 c.store(&*storage, &data_dir)?;
                 tracing::info!(data_dir = %data_dir.display(), cluster_id = format_args!("{cluster_id:016x}"), "initialised a new data directory");
                 c
@@ -218,7 +236,10 @@ impl Engine {
 
         let mut memtable = Memtable::new();
         let mut ckpt: Option<CheckpointInfo> = None;
-        for name in storage.list(&ckpt_dir).map_err(|e| EngineError::io(&ckpt_dir, e))? {
+        for name in storage
+            .list(&ckpt_dir)
+            .map_err(|e| EngineError::io(&ckpt_dir, e))?
+        {
             if name.ends_with(".tmp") {
                 let p = ckpt_dir.join(name);
                 storage.remove(&p).map_err(|e| EngineError::io(&p, e))?;
@@ -235,14 +256,21 @@ impl Engine {
                 }
             }
         }
-        let mut epochs = EpochHistory::load(&*storage, &data_dir)?.unwrap_or_else(|| EpochHistory::new(control.epoch));
+        let mut epochs = EpochHistory::load(&*storage, &data_dir)?
+            .unwrap_or_else(|| EpochHistory::new(control.epoch));
         let epoch = AtomicU64::new(epochs.current().max(ckpt.as_ref().map_or(0, |c| c.epoch)));
         let from_lsn = ckpt.as_ref().map_or(0, |c| c.redo_lsn);
         let mut epochs_changed = false;
-        let recovered = recovery::recover(&*storage, &wal_dir, control.cluster_id, from_lsn, &mut |end, m| {
-            epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
-            Ok(())
-        })?;
+        let recovered = recovery::recover(
+            &*storage,
+            &wal_dir,
+            control.cluster_id,
+            from_lsn,
+            &mut |end, m| {
+                epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
+                Ok(())
+            },
+        )?;
         // An epoch whose record did not survive never began.
         epochs_changed |= epochs.truncate_at(recovered.end_lsn);
         if epochs_changed || !storage.exists(&crate::epochs::epochs_path(&data_dir)) {
@@ -282,8 +310,12 @@ impl Engine {
             duration: started.elapsed(),
         };
         tracing::info!(
-            from_lsn, end_lsn, records = recovered.records, keys = memtable.len(),
-            ms = recovery.duration.as_millis() as u64, "recovery complete"
+            from_lsn,
+            end_lsn,
+            records = recovered.records,
+            keys = memtable.len(),
+            ms = recovery.duration.as_millis() as u64,
+            "recovery complete"
         );
         let last_checkpoint_lsn = ckpt.as_ref().map_or(0, |c| c.redo_lsn);
         let inner = Arc::new(Inner {
@@ -357,7 +389,12 @@ impl Engine {
 
     /// Up to `limit` keys strictly greater than `after`, ascending.
     pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Vec<Bytes> {
-        self.inner.memtable.read().range_after(after, limit).map(|(k, _)| k.clone()).collect()
+        self.inner
+            .memtable
+            .read()
+            .range_after(after, limit)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Runs `f` on the current state while holding the single writer slot,
@@ -366,7 +403,10 @@ impl Engine {
     ///
     /// Returns the write's end LSN. The write is visible at once but NOT yet
     /// durable: await [`Engine::wait_durable`] before acknowledging it.
-    pub fn transact<R>(&self, f: impl FnOnce(&Memtable) -> (Option<Mutation>, R)) -> Result<(Option<Lsn>, R), WriteError> {
+    pub fn transact<R>(
+        &self,
+        f: impl FnOnce(&Memtable) -> (Option<Mutation>, R),
+    ) -> Result<(Option<Lsn>, R), WriteError> {
         let inner = &*self.inner;
         let guard = inner.memtable.upgradable_read();
         let (m, r) = f(&guard);
@@ -416,10 +456,18 @@ impl Engine {
         let cfg = &self.inner.cfg;
         let check = |key: &Bytes, value: Option<&Bytes>| -> Result<(), WriteError> {
             if key.len() as u64 > cfg.max_key_bytes {
-                return Err(WriteError::TooLarge { what: "key", len: key.len() as u64, max: cfg.max_key_bytes });
+                return Err(WriteError::TooLarge {
+                    what: "key",
+                    len: key.len() as u64,
+                    max: cfg.max_key_bytes,
+                });
             }
             if let Some(v) = value.filter(|v| v.len() as u64 > cfg.max_value_bytes) {
-                return Err(WriteError::TooLarge { what: "value", len: v.len() as u64, max: cfg.max_value_bytes });
+                return Err(WriteError::TooLarge {
+                    what: "value",
+                    len: v.len() as u64,
+                    max: cfg.max_value_bytes,
+                });
             }
             Ok(())
         };
@@ -438,7 +486,11 @@ impl Engine {
         }
         let len = m.payload_len() as u64;
         if len > u64::from(RECORD_PAYLOAD_MAX_BYTES) {
-            return Err(WriteError::TooLarge { what: "WAL record", len, max: u64::from(RECORD_PAYLOAD_MAX_BYTES) });
+            return Err(WriteError::TooLarge {
+                what: "WAL record",
+                len,
+                max: u64::from(RECORD_PAYLOAD_MAX_BYTES),
+            });
         }
         Ok(())
     }
@@ -478,17 +530,32 @@ impl Engine {
         while off < bytes.len() {
             let lsn = start_lsn + off as u64;
             match record::parse(lsn, &bytes.slice(off..)) {
-                Parsed::Record { rtype, payload, len } => {
-                    let m = Mutation::decode(rtype, &payload)
-                        .map_err(|e| WriteError::BadReplicatedWal(format!("record at LSN {lsn}: {e}")))?;
+                Parsed::Record {
+                    rtype,
+                    payload,
+                    len,
+                } => {
+                    let m = Mutation::decode(rtype, &payload).map_err(|e| {
+                        WriteError::BadReplicatedWal(format!("record at LSN {lsn}: {e}"))
+                    })?;
                     off += len;
                     decoded.push((start_lsn + off as u64, m));
                 }
-                Parsed::End => return Err(WriteError::BadReplicatedWal(format!("zero header at LSN {lsn}"))),
-                Parsed::Incomplete => {
-                    return Err(WriteError::BadReplicatedWal(format!("incomplete record at LSN {lsn}")))
+                Parsed::End => {
+                    return Err(WriteError::BadReplicatedWal(format!(
+                        "zero header at LSN {lsn}"
+                    )))
                 }
-                Parsed::Corrupt(r) => return Err(WriteError::BadReplicatedWal(format!("record at LSN {lsn}: {r}"))),
+                Parsed::Incomplete => {
+                    return Err(WriteError::BadReplicatedWal(format!(
+                        "incomplete record at LSN {lsn}"
+                    )))
+                }
+                Parsed::Corrupt(r) => {
+                    return Err(WriteError::BadReplicatedWal(format!(
+                        "record at LSN {lsn}: {r}"
+                    )))
+                }
             }
         }
         if decoded.is_empty() {
@@ -497,7 +564,12 @@ impl Engine {
         for (_, m) in &decoded {
             self.check_limits(m)?;
         }
-        let new_end = inner.wal.append_raw(start_lsn, bytes, decoded.len() as u64, inner.epoch.load(Ordering::Acquire))?;
+        let new_end = inner.wal.append_raw(
+            start_lsn,
+            bytes,
+            decoded.len() as u64,
+            inner.epoch.load(Ordering::Acquire),
+        )?;
         let mut w = RwLockUpgradableReadGuard::upgrade(guard);
         let mut new_epoch = false;
         for (lsn, m) in &decoded {
@@ -517,15 +589,22 @@ impl Engine {
         let written = shared.written_lsn();
         let oldest = shared.segments.first_lsn().unwrap_or(written);
         if from_lsn < oldest {
-            return Err(EngineError::WalRemoved { lsn: from_lsn, oldest });
+            return Err(EngineError::WalRemoved {
+                lsn: from_lsn,
+                oldest,
+            });
         }
         if from_lsn >= written {
             return Ok(Bytes::new());
         }
-        let len = usize::try_from((written - from_lsn).min(max_bytes as u64)).expect("bounded by max_bytes");
+        let len = usize::try_from((written - from_lsn).min(max_bytes as u64))
+            .expect("bounded by max_bytes");
         shared.segments.read(from_lsn, len, written).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                EngineError::WalRemoved { lsn: from_lsn, oldest: shared.segments.first_lsn().unwrap_or(written) }
+                EngineError::WalRemoved {
+                    lsn: from_lsn,
+                    oldest: shared.segments.first_lsn().unwrap_or(written),
+                }
             } else {
                 EngineError::io(&self.inner.wal_dir, e)
             }
@@ -577,9 +656,13 @@ impl Engine {
             loop {
                 let chunk: Vec<(Bytes, Entry)> = {
                     let mt = inner.memtable.read();
-                    mt.range_after(after.as_deref(), 1024).map(|(k, e)| (k.clone(), e.clone())).collect()
+                    mt.range_after(after.as_deref(), 1024)
+                        .map(|(k, e)| (k.clone(), e.clone()))
+                        .collect()
                 };
-                let Some((last_key, _)) = chunk.last() else { break };
+                let Some((last_key, _)) = chunk.last() else {
+                    break;
+                };
                 after = Some(last_key.clone());
                 for (k, e) in &chunk {
                     writer.push(k, e)?;
@@ -607,7 +690,14 @@ impl Engine {
         inner.checkpoint_ms_total.fetch_add(ms, Ordering::Relaxed);
         inner.last_checkpoint_ms.store(ms, Ordering::Relaxed);
         inner.last_checkpoint_lsn.store(redo_lsn, Ordering::Relaxed);
-        tracing::info!(redo_lsn, end_lsn, entries = info.entries, bytes = info.bytes, ms, "checkpoint complete");
+        tracing::info!(
+            redo_lsn,
+            end_lsn,
+            entries = info.entries,
+            bytes = info.bytes,
+            ms,
+            "checkpoint complete"
+        );
         *last = Some(info.clone());
         drop(last);
         self.remove_old_files(redo_lsn);
@@ -633,7 +723,11 @@ impl Engine {
             }
         }
         if !doomed.is_empty() {
-            tracing::debug!(segments = doomed.len(), keep_from, "removed WAL segments below the checkpoint");
+            tracing::debug!(
+                segments = doomed.len(),
+                keep_from,
+                "removed WAL segments below the checkpoint"
+            );
             let _ = storage.sync_dir(&inner.wal_dir);
         }
         let _ = storage.sync_dir(&inner.ckpt_dir);
@@ -644,7 +738,10 @@ impl Engine {
     pub fn wal_keep_from(&self, redo_lsn: Lsn) -> Lsn {
         let hooks = self.inner.retention.read();
         let end = self.end_lsn();
-        hooks.iter().filter_map(|h| h.min_retained_lsn(end)).fold(redo_lsn, Lsn::min)
+        hooks
+            .iter()
+            .filter_map(|h| h.min_retained_lsn(end))
+            .fold(redo_lsn, Lsn::min)
     }
 
     /// Makes everything durable and stops background threads. Later writes fail with [`WriteError::Closed`].
@@ -730,6 +827,11 @@ impl Engine {
         self.inner.wal.shared.written_lsn()
     }
 
+    /// Writes up to here are durable under the fsync policy (acknowledgeable).
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.wal.shared.ack_lsn()
+    }
+
     /// WAL fsynced up to here.
     pub fn flushed_lsn(&self) -> Lsn {
         self.inner.wal.shared.synced_lsn()
@@ -767,21 +869,31 @@ impl Drop for Inner {
 
 fn checkpointer_loop(engine: std::sync::Weak<Inner>) {
     loop {
-        let Some(inner) = engine.upgrade() else { return };
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
         {
             let mut stop = inner.stop.lock();
             if *stop {
                 return;
             }
-            inner.stop_cv.wait_for(&mut stop, Duration::from_millis(200));
+            inner
+                .stop_cv
+                .wait_for(&mut stop, Duration::from_millis(200));
             if *stop {
                 return;
             }
         }
-        Engine { inner: inner.clone() }.settle_consistency();
+        Engine {
+            inner: inner.clone(),
+        }
+        .settle_consistency();
         let due = inner.cfg.checkpoint_every_bytes > 0
-            && inner.wal.end_lsn().saturating_sub(inner.last_checkpoint_lsn.load(Ordering::Relaxed))
-            >= inner.cfg.checkpoint_every_bytes;
+            && inner
+                .wal
+                .end_lsn()
+                .saturating_sub(inner.last_checkpoint_lsn.load(Ordering::Relaxed))
+                >= inner.cfg.checkpoint_every_bytes;
         if due && inner.wal.shared.poison_reason().is_none() {
             let e = Engine { inner };
             if let Err(err) = e.checkpoint() {

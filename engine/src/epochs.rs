@@ -41,7 +41,12 @@ pub fn epochs_path(data_dir: &Path) -> PathBuf {
 impl EpochHistory {
     /// A history with one epoch starting at LSN 0.
     pub fn new(first_epoch: u64) -> Self {
-        EpochHistory { entries: vec![EpochStart { epoch: first_epoch, start_lsn: 0 }] }
+        EpochHistory {
+            entries: vec![EpochStart {
+                epoch: first_epoch,
+                start_lsn: 0,
+            }],
+        }
     }
 
     /// The entries, oldest first.
@@ -72,7 +77,12 @@ impl EpochHistory {
     /// Drops epochs that began at or after `end_lsn` (their record was lost).
     pub fn truncate_at(&mut self, end_lsn: Lsn) -> bool {
         let before = self.entries.len();
-        while self.entries.len() > 1 && self.entries.last().is_some_and(|e| e.start_lsn >= end_lsn && e.start_lsn > 0) {
+        while self.entries.len() > 1
+            && self
+                .entries
+                .last()
+                .is_some_and(|e| e.start_lsn >= end_lsn && e.start_lsn > 0)
+        {
             self.entries.pop();
         }
         before != self.entries.len()
@@ -110,14 +120,18 @@ impl EpochHistory {
             return Err("not a walship epoch history".into());
         }
         let body = &b[..b.len() - 4];
-        if crc32fast::hash(body) != u32::from_le_bytes(b[b.len() - 4..].try_into().expect("4 bytes")) {
+        if crc32fast::hash(body)
+            != u32::from_le_bytes(b[b.len() - 4..].try_into().expect("4 bytes"))
+        {
             return Err("CRC mismatch".into());
         }
         let n = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
         if n == 0 || n > EPOCHS_MAX || body.len() != 12 + n * 16 {
             return Err("entry count does not match the file size".into());
         }
-        let mut h = EpochHistory { entries: Vec::with_capacity(n) };
+        let mut h = EpochHistory {
+            entries: Vec::with_capacity(n),
+        };
         for i in 0..n {
             let o = 12 + i * 16;
             let epoch = u64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
@@ -132,19 +146,25 @@ impl EpochHistory {
     }
 
     /// Reads the history file, if present.
-    pub fn load(storage: &dyn Storage, data_dir: &Path) -> Result<Option<EpochHistory>, EngineError> {
+    pub fn load(
+        storage: &dyn Storage,
+        data_dir: &Path,
+    ) -> Result<Option<EpochHistory>, EngineError> {
         let path = epochs_path(data_dir);
         if !storage.exists(&path) {
             return Ok(None);
         }
         let bytes = storage::read_file(storage, &path).map_err(|e| EngineError::io(&path, e))?;
-        EpochHistory::decode(&bytes).map(Some).map_err(|reason| EngineError::BadControl { file: path, reason })
+        EpochHistory::decode(&bytes)
+            .map(Some)
+            .map_err(|reason| EngineError::BadControl { file: path, reason })
     }
 
     /// Replaces the history file atomically and durably.
     pub fn store(&self, storage: &dyn Storage, data_dir: &Path) -> Result<(), EngineError> {
         let path = epochs_path(data_dir);
-        storage::write_file_atomic(storage, &path, &self.encode()).map_err(|e| EngineError::io(&path, e))
+        storage::write_file_atomic(storage, &path, &self.encode())
+            .map_err(|e| EngineError::io(&path, e))
     }
 }
 

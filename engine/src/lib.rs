@@ -44,8 +44,8 @@ pub mod wal;
 pub type Lsn = u64;
 
 pub use checkpoint::CheckpointInfo;
-pub use epochs::{EpochHistory, EpochStart};
 pub use engine::{Engine, EngineConfig, EngineStats, RecoveryInfo, WalRetention};
+pub use epochs::{EpochHistory, EpochStart};
 pub use error::{EngineError, WriteError};
 pub use memtable::{Entry, Memtable};
 pub use storage::{FsStorage, SimFaults, SimStorage, Storage, StorageFile};

@@ -62,12 +62,18 @@ impl Memtable {
     }
 
     /// Up to `limit` entries with keys strictly after `after` (from the start when `None`), ascending.
-    pub fn range_after(&self, after: Option<&[u8]>, limit: usize) -> impl Iterator<Item = (&Bytes, &Entry)> {
+    pub fn range_after(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> impl Iterator<Item = (&Bytes, &Entry)> {
         let lower: Bound<&[u8]> = match after {
             Some(k) => Bound::Excluded(k),
             None => Bound::Unbounded,
         };
-        self.map.range::<[u8], _>((lower, Bound::Unbounded)).take(limit)
+        self.map
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .take(limit)
     }
 
     /// Inserts an entry as a checkpoint holds it (key and value already owned).
@@ -93,7 +99,8 @@ impl Memtable {
             }
             None => {
                 self.data_bytes += key.len() as u64 + value_len;
-                self.map.insert(Bytes::copy_from_slice(key), Entry { value, lsn });
+                self.map
+                    .insert(Bytes::copy_from_slice(key), Entry { value, lsn });
             }
         }
     }
@@ -135,8 +142,14 @@ mod tests {
     fn apply_is_idempotent_and_counts_bytes() {
         let mut t = Memtable::new();
         let m = Mutation::Batch(vec![
-            BatchOp::Put { key: "a".into(), value: "12".into() },
-            BatchOp::Put { key: "b".into(), value: "345".into() },
+            BatchOp::Put {
+                key: "a".into(),
+                value: "12".into(),
+            },
+            BatchOp::Put {
+                key: "b".into(),
+                value: "345".into(),
+            },
             BatchOp::Delete { key: "a".into() },
         ]);
         t.apply(10, &m);
@@ -144,10 +157,19 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.get(b"b").unwrap(), &Bytes::from("345"));
         assert_eq!(t.data_bytes(), 4);
-        t.apply(20, &Mutation::Put { key: "b".into(), value: "x".into() });
+        t.apply(
+            20,
+            &Mutation::Put {
+                key: "b".into(),
+                value: "x".into(),
+            },
+        );
         assert_eq!(t.data_bytes(), 2);
         assert_eq!(t.entry(b"b").unwrap().lsn, 20);
-        let keys: Vec<_> = t.range_after(Some(b"a"), 10).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = t
+            .range_after(Some(b"a"), 10)
+            .map(|(k, _)| k.clone())
+            .collect();
         assert_eq!(keys, vec![Bytes::from("b")]);
         t.apply(30, &Mutation::Clear);
         assert!(t.is_empty());

@@ -18,14 +18,20 @@ fn recovery_starts_from_the_checkpoint_and_old_wal_is_removed() {
     let segs_before = e.stats().wal_segments;
     let info = e.checkpoint().unwrap();
     assert_eq!(info.entries, 2000);
-    assert!(e.stats().wal_segments < segs_before, "segments below the checkpoint removed");
+    assert!(
+        e.stats().wal_segments < segs_before,
+        "segments below the checkpoint removed"
+    );
     assert!(e.stats().oldest_lsn <= info.redo_lsn);
     put(&e, "after", "checkpoint");
     e.shutdown().unwrap();
     let e = Engine::open(fs_config(dir.path())).unwrap();
     let r = e.recovery_info();
     assert_eq!(r.checkpoint.as_deref(), Some(info.path.as_path()));
-    assert_eq!(r.records, 1, "only the write after the checkpoint is replayed");
+    assert_eq!(
+        r.records, 1,
+        "only the write after the checkpoint is replayed"
+    );
     assert_eq!(e.len(), 2001);
     assert_eq!(get(&e, "k1999").as_deref(), Some("v1999"));
 }
@@ -53,7 +59,10 @@ fn retention_hook_keeps_wal_a_slot_needs() {
     put(&e, "more", "v");
     e.checkpoint().unwrap();
     assert!(e.stats().oldest_lsn > 0);
-    assert!(matches!(e.read_wal(0, 12), Err(walship_engine::EngineError::WalRemoved { .. })));
+    assert!(matches!(
+        e.read_wal(0, 12),
+        Err(walship_engine::EngineError::WalRemoved { .. })
+    ));
 }
 
 #[test]
@@ -61,14 +70,23 @@ fn writers_go_on_during_a_checkpoint_and_nothing_is_lost() {
     let storage = SimStorage::new();
     let e = Engine::open(sim_config(&storage)).unwrap();
     for i in 0..3000 {
-        e.write(walship_engine::Mutation::Put { key: format!("base{i}").into(), value: "x".into() }).unwrap();
+        e.write(walship_engine::Mutation::Put {
+            key: format!("base{i}").into(),
+            value: "x".into(),
+        })
+        .unwrap();
     }
     let writer = {
         let e = e.clone();
         std::thread::spawn(move || {
             let mut last = 0;
             for i in 0..2000 {
-                last = e.write(walship_engine::Mutation::Put { key: format!("live{i}").into(), value: format!("{i}").into() }).unwrap();
+                last = e
+                    .write(walship_engine::Mutation::Put {
+                        key: format!("live{i}").into(),
+                        value: format!("{i}").into(),
+                    })
+                    .unwrap();
             }
             e.wait_durable_blocking(last).unwrap();
         })

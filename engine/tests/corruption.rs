@@ -21,7 +21,11 @@ fn locate(dir: &Path, lsn: u64) -> (PathBuf, u64) {
         })
         .collect();
     segs.sort();
-    let (start, path) = segs.into_iter().rev().find(|(s, _)| *s <= lsn).expect("a segment holds the LSN");
+    let (start, path) = segs
+        .into_iter()
+        .rev()
+        .find(|(s, _)| *s <= lsn)
+        .expect("a segment holds the LSN");
     (path, 64 + lsn - start)
 }
 
@@ -41,7 +45,9 @@ fn read(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 /// Writes `n` keys; returns the end LSN of each write.
 fn fill(dir: &Path, n: usize) -> Vec<u64> {
     let e = Engine::open(fs_config(dir)).unwrap();
-    let lsns = (0..n).map(|i| put(&e, &format!("k{i}"), &format!("value-{i}"))).collect();
+    let lsns = (0..n)
+        .map(|i| put(&e, &format!("k{i}"), &format!("value-{i}")))
+        .collect();
     e.shutdown().unwrap();
     lsns
 }
@@ -63,12 +69,17 @@ fn garbage_tail_is_zeroed_and_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let lsns = fill(dir.path(), 10);
     let (path, off) = locate(dir.path(), lsns[9]);
-    let garbage: Vec<u8> = (0..700u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+    let garbage: Vec<u8> = (0..700u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+        .collect();
     patch(&path, off, &garbage);
     let e = Engine::open(fs_config(dir.path())).unwrap();
     assert_eq!(e.recovery_info().torn_bytes, 700);
     assert_eq!(get(&e, "k9").as_deref(), Some("value-9"));
-    assert!(read(&path, off, 700).iter().all(|&b| b == 0), "garbage zeroed");
+    assert!(
+        read(&path, off, 700).iter().all(|&b| b == 0),
+        "garbage zeroed"
+    );
     put(&e, "after", "restart");
     e.shutdown().unwrap();
     let e = Engine::open(fs_config(dir.path())).unwrap();
@@ -108,9 +119,17 @@ fn mid_log_bad_crc_refuses_to_open_naming_file_and_offset() {
     let (path, off) = locate(dir.path(), lsns[1] - 2);
     let b = read(&path, off, 1)[0];
     patch(&path, off, &[b ^ 0x01]);
-    let err = Engine::open(fs_config(dir.path())).err().expect("must refuse to open");
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse to open");
     match &err {
-        EngineError::MidLogCorruption { file, offset, lsn, next_valid_lsn, .. } => {
+        EngineError::MidLogCorruption {
+            file,
+            offset,
+            lsn,
+            next_valid_lsn,
+            ..
+        } => {
             assert_eq!(file, &path);
             assert_eq!(*lsn, lsns[0]);
             assert_eq!(*offset, 64 + lsns[0]);
@@ -119,7 +138,10 @@ fn mid_log_bad_crc_refuses_to_open_naming_file_and_offset() {
         other => panic!("expected MidLogCorruption, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("offset"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("offset"),
+        "{msg}"
+    );
     // Nothing was changed by the refused open.
     assert_eq!(read(&path, off, 1)[0], b ^ 0x01);
 }
@@ -130,8 +152,13 @@ fn zeroed_block_in_the_middle_refuses_to_open() {
     let lsns = fill(dir.path(), 6);
     let (path, off) = locate(dir.path(), lsns[1]);
     patch(&path, off, &vec![0u8; (lsns[2] - lsns[1]) as usize]);
-    let err = Engine::open(fs_config(dir.path())).err().expect("must refuse");
-    assert!(matches!(err, EngineError::MidLogCorruption { lsn, .. } if lsn == lsns[1]), "{err}");
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(err, EngineError::MidLogCorruption { lsn, .. } if lsn == lsns[1]),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,11 +166,20 @@ fn missing_middle_segment_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     // ~16 KiB segments: 300 writes of ~30 bytes fill several.
     fill(dir.path(), 1500);
-    let mut segs: Vec<PathBuf> = fs::read_dir(dir.path().join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
-    assert!(segs.len() >= 3, "test needs at least 3 segments, has {}", segs.len());
+    assert!(
+        segs.len() >= 3,
+        "test needs at least 3 segments, has {}",
+        segs.len()
+    );
     fs::remove_file(&segs[1]).unwrap();
-    let err = Engine::open(fs_config(dir.path())).err().expect("must refuse");
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse");
     match err {
         EngineError::MissingSegment { expected, .. } => assert_eq!(expected, segs[1]),
         other => panic!("expected MissingSegment, got {other}"),
@@ -156,8 +192,13 @@ fn damaged_segment_header_refuses_to_open() {
     let lsns = fill(dir.path(), 3);
     let (path, _) = locate(dir.path(), lsns[0]);
     patch(&path, 20, &[0xAA]);
-    let err = Engine::open(fs_config(dir.path())).err().expect("must refuse");
-    assert!(matches!(&err, EngineError::BadSegment { file, .. } if file == &path), "{err}");
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(&err, EngineError::BadSegment { file, .. } if file == &path),
+        "{err}"
+    );
 }
 
 #[test]
@@ -169,7 +210,9 @@ fn segment_of_another_cluster_is_refused() {
     let (seg_b, _) = locate(b.path(), 0);
     let (seg_a, _) = locate(a.path(), 0);
     fs::copy(&seg_b, &seg_a).unwrap();
-    let err = Engine::open(fs_config(a.path())).err().expect("must refuse");
+    let err = Engine::open(fs_config(a.path()))
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("cluster"), "{err}");
 }
 
@@ -178,6 +221,8 @@ fn missing_control_file_with_data_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 2);
     fs::remove_file(dir.path().join("control")).unwrap();
-    let err = Engine::open(fs_config(dir.path())).err().expect("must refuse");
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, EngineError::BadControl { .. }), "{err}");
 }

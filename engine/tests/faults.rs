@@ -11,17 +11,33 @@ fn failed_fsync_poisons_writes_but_reads_go_on() {
     let storage = SimStorage::new();
     let e = Engine::open(sim_config(&storage)).unwrap();
     put(&e, "before", "1");
-    storage.set_faults(SimFaults { fail_fsyncs: 1, ..Default::default() });
-    let lsn = e.write(Mutation::Put { key: "k".into(), value: "v".into() }).unwrap();
+    storage.set_faults(SimFaults {
+        fail_fsyncs: 1,
+        ..Default::default()
+    });
+    let lsn = e
+        .write(Mutation::Put {
+            key: "k".into(),
+            value: "v".into(),
+        })
+        .unwrap();
     let err = e.wait_durable_blocking(lsn).unwrap_err();
     assert!(matches!(err, WriteError::Poisoned(_)), "{err}");
     assert!(err.to_string().contains("fdatasync"), "{err}");
     // Even though the next fsync would succeed, writes stay refused.
-    let err = e.write(Mutation::Put { key: "k2".into(), value: "v".into() }).unwrap_err();
+    let err = e
+        .write(Mutation::Put {
+            key: "k2".into(),
+            value: "v".into(),
+        })
+        .unwrap_err();
     assert!(matches!(err, WriteError::Poisoned(_)));
     assert!(e.stats().poisoned);
     assert_eq!(get(&e, "before").as_deref(), Some("1"));
-    assert!(e.checkpoint().is_err(), "no checkpoint from a poisoned engine");
+    assert!(
+        e.checkpoint().is_err(),
+        "no checkpoint from a poisoned engine"
+    );
     // Recovery after restart finds the acknowledged write.
     let after = storage.power_loss(None);
     drop(e);
@@ -36,12 +52,18 @@ fn full_disk_fails_the_write_cleanly_and_recovers_when_space_frees() {
     put(&e, "first", "ok");
     // Room for what exists plus nothing more: the next segment cannot be allocated.
     let used = storage.used_bytes();
-    storage.set_faults(SimFaults { capacity_bytes: Some(used + 100), ..Default::default() });
+    storage.set_faults(SimFaults {
+        capacity_bytes: Some(used + 100),
+        ..Default::default()
+    });
     let value = Bytes::from(vec![b'x'; 1000]);
     let mut acked = Vec::new();
     let err = loop {
         let key = Bytes::from(format!("k{}", acked.len()));
-        match e.write(Mutation::Put { key: key.clone(), value: value.clone() }) {
+        match e.write(Mutation::Put {
+            key: key.clone(),
+            value: value.clone(),
+        }) {
             Ok(lsn) => {
                 e.wait_durable_blocking(lsn).unwrap();
                 acked.push(key);
@@ -53,7 +75,10 @@ fn full_disk_fails_the_write_cleanly_and_recovers_when_space_frees() {
     let (err, failed_key) = err;
     assert!(matches!(err, WriteError::DiskFull { .. }), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
-    assert!(e.get(&failed_key).is_none(), "the refused write is not visible");
+    assert!(
+        e.get(&failed_key).is_none(),
+        "the refused write is not visible"
+    );
     assert!(!e.stats().poisoned, "a full disk does not poison");
     // Space comes back: writes work again.
     storage.set_faults(SimFaults::default());
@@ -76,7 +101,10 @@ fn full_disk_during_checkpoint_leaves_everything_intact() {
     for i in 0..50 {
         put(&e, &format!("k{i}"), "some value");
     }
-    storage.set_faults(SimFaults { capacity_bytes: Some(storage.used_bytes() + 10), ..Default::default() });
+    storage.set_faults(SimFaults {
+        capacity_bytes: Some(storage.used_bytes() + 10),
+        ..Default::default()
+    });
     let err = e.checkpoint().unwrap_err();
     assert!(err.to_string().contains("checkpoint failed"), "{err}");
     storage.set_faults(SimFaults::default());
@@ -93,7 +121,22 @@ fn oversized_value_is_refused_before_logging() {
     cfg.max_value_bytes = 10;
     let e = Engine::open(cfg).unwrap();
     let end = e.end_lsn();
-    let err = e.write(Mutation::Put { key: "k".into(), value: Bytes::from(vec![0u8; 11]) }).unwrap_err();
-    assert!(matches!(err, WriteError::TooLarge { what: "value", len: 11, max: 10 }), "{err}");
+    let err = e
+        .write(Mutation::Put {
+            key: "k".into(),
+            value: Bytes::from(vec![0u8; 11]),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::TooLarge {
+                what: "value",
+                len: 11,
+                max: 10
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(e.end_lsn(), end);
 }

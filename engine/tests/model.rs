@@ -50,15 +50,25 @@ fn random_value(rng: &mut StdRng, counter: &mut u64) -> Bytes {
 
 fn random_mutation(rng: &mut StdRng, counter: &mut u64) -> Mutation {
     match rng.gen_range(0..100) {
-        0..=59 => Mutation::Put { key: random_key(rng), value: random_value(rng, counter) },
-        60..=79 => Mutation::Delete { key: random_key(rng) },
+        0..=59 => Mutation::Put {
+            key: random_key(rng),
+            value: random_value(rng, counter),
+        },
+        60..=79 => Mutation::Delete {
+            key: random_key(rng),
+        },
         80..=98 => Mutation::Batch(
             (0..rng.gen_range(1..6))
                 .map(|_| {
                     if rng.gen_bool(0.7) {
-                        BatchOp::Put { key: random_key(rng), value: random_value(rng, counter) }
+                        BatchOp::Put {
+                            key: random_key(rng),
+                            value: random_value(rng, counter),
+                        }
                     } else {
-                        BatchOp::Delete { key: random_key(rng) }
+                        BatchOp::Delete {
+                            key: random_key(rng),
+                        }
                     }
                 })
                 .collect(),
@@ -72,7 +82,9 @@ fn engine_state(engine: &Engine) -> Model {
     let mut after: Option<Bytes> = None;
     loop {
         let keys = engine.scan(after.as_deref(), 100);
-        let Some(last) = keys.last().cloned() else { break };
+        let Some(last) = keys.last().cloned() else {
+            break;
+        };
         for k in keys {
             out.insert(k.clone(), engine.get(&k).expect("scanned key exists"));
         }
@@ -117,7 +129,8 @@ fn run_model(seed: u64, fsync: FsyncPolicy, crashes: usize) {
         storage = after;
         let mut cfg = common::sim_config(&storage);
         cfg.fsync = fsync;
-        engine = Engine::open(cfg).unwrap_or_else(|e| panic!("seed {seed}, crash {crash}: recovery failed: {e}"));
+        engine = Engine::open(cfg)
+            .unwrap_or_else(|e| panic!("seed {seed}, crash {crash}: recovery failed: {e}"));
         let got = engine_state(&engine);
         // The recovered state must be the model after some prefix that
         // includes every acknowledged write.
@@ -191,5 +204,8 @@ fn model_holds_with_interval_fsync_as_a_prefix() {
         apply(&mut model, m);
         matched = got == model;
     }
-    assert!(matched, "seed {seed}: recovered state is not a prefix of the history");
+    assert!(
+        matched,
+        "seed {seed}: recovered state is not a prefix of the history"
+    );
 }

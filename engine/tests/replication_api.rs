@@ -45,8 +45,18 @@ fn shipped_wal_rebuilds_identical_state_and_identical_bytes() {
     for i in 0..500 {
         put(&primary, &format!("k{}", i % 70), &format!("value {i}"));
     }
-    primary.write(Mutation::Batch(vec![BatchOp::Delete { key: "k3".into() }, BatchOp::Put { key: "m".into(), value: "1".into() }])).unwrap();
-    let lsn = primary.write(Mutation::Delete { key: "k4".into() }).unwrap();
+    primary
+        .write(Mutation::Batch(vec![
+            BatchOp::Delete { key: "k3".into() },
+            BatchOp::Put {
+                key: "m".into(),
+                value: "1".into(),
+            },
+        ]))
+        .unwrap();
+    let lsn = primary
+        .write(Mutation::Delete { key: "k4".into() })
+        .unwrap();
     primary.wait_durable_blocking(lsn).unwrap();
     let (s_storage, standby) = standby_of(&primary);
     ship(&primary, &standby);
@@ -54,10 +64,16 @@ fn shipped_wal_rebuilds_identical_state_and_identical_bytes() {
     assert_eq!(standby.len(), primary.len());
     for k in primary.scan(None, 1000) {
         assert_eq!(standby.get(&k), primary.get(&k));
-        assert_eq!(standby.get_entry(&k).unwrap().lsn, primary.get_entry(&k).unwrap().lsn);
+        assert_eq!(
+            standby.get_entry(&k).unwrap().lsn,
+            primary.get_entry(&k).unwrap().lsn
+        );
     }
     let end = primary.end_lsn() as usize;
-    assert_eq!(standby.read_wal(0, end).unwrap(), primary.read_wal(0, end).unwrap());
+    assert_eq!(
+        standby.read_wal(0, end).unwrap(),
+        primary.read_wal(0, end).unwrap()
+    );
     // The standby's copy survives its own power loss (it is the same recovery path).
     let after = s_storage.power_loss(None);
     drop(standby);
@@ -82,13 +98,17 @@ fn hostile_chunks_are_refused_and_change_nothing() {
     let err = standby.append_replicated(0, &Bytes::from(bad)).unwrap_err();
     assert!(matches!(err, WriteError::BadReplicatedWal(_)), "{err}");
     // Cut in the middle of a record.
-    let err = standby.append_replicated(0, &chunk.slice(..chunk.len() - 3)).unwrap_err();
+    let err = standby
+        .append_replicated(0, &chunk.slice(..chunk.len() - 3))
+        .unwrap_err();
     assert!(err.to_string().contains("incomplete"), "{err}");
     // Wrong start LSN (a gap).
     let err = standby.append_replicated(5, &chunk).unwrap_err();
     assert!(err.to_string().contains("ends at LSN 0"), "{err}");
     // Zeros.
-    let err = standby.append_replicated(0, &Bytes::from(vec![0u8; 64])).unwrap_err();
+    let err = standby
+        .append_replicated(0, &Bytes::from(vec![0u8; 64]))
+        .unwrap_err();
     assert!(matches!(err, WriteError::BadReplicatedWal(_)));
     assert_eq!(standby.end_lsn(), 0);
     assert!(standby.is_empty());
@@ -108,21 +128,47 @@ fn read_wal_sees_written_bytes_across_segments() {
     let all = primary.read_wal(0, usize::MAX).unwrap();
     assert_eq!(all.len() as u64, primary.written_lsn());
     assert_eq!(whole_records(0, &all), all.len());
-    assert!(primary.read_wal(primary.written_lsn(), 100).unwrap().is_empty());
+    assert!(primary
+        .read_wal(primary.written_lsn(), 100)
+        .unwrap()
+        .is_empty());
 }
 
-fn backup_into(primary: &Engine, storage: &SimStorage, finish: bool) -> walship_engine::CheckpointInfo {
+fn backup_into(
+    primary: &Engine,
+    storage: &SimStorage,
+    finish: bool,
+) -> walship_engine::CheckpointInfo {
     use walship_engine::basebackup::{BackupMeta, BackupReceiver};
     let info = primary.checkpoint().unwrap();
     let bytes = std::fs::read(&info.path).ok().unwrap_or_default();
-    let bytes = if bytes.is_empty() { panic!("checkpoint file not readable") } else { bytes };
-    let meta = BackupMeta { cluster_id: primary.cluster_id(), redo_lsn: info.redo_lsn, end_lsn: info.end_lsn, checkpoint_bytes: bytes.len() as u64 };
-    let mut rx = BackupReceiver::begin(std::sync::Arc::new(storage.clone()), std::path::Path::new("/data"), meta).unwrap();
+    let bytes = if bytes.is_empty() {
+        panic!("checkpoint file not readable")
+    } else {
+        bytes
+    };
+    let meta = BackupMeta {
+        cluster_id: primary.cluster_id(),
+        redo_lsn: info.redo_lsn,
+        end_lsn: info.end_lsn,
+        checkpoint_bytes: bytes.len() as u64,
+    };
+    let mut rx = BackupReceiver::begin(
+        std::sync::Arc::new(storage.clone()),
+        std::path::Path::new("/data"),
+        meta,
+    )
+    .unwrap();
     let half = bytes.len() / 2;
     rx.write_checkpoint(0, &bytes[..half]).unwrap();
     if finish {
         rx.write_checkpoint(half as u64, &bytes[half..]).unwrap();
-        rx.set_epochs(&walship_engine::EpochHistory::decode(&epochs_bytes(primary)).unwrap().encode()).unwrap();
+        rx.set_epochs(
+            &walship_engine::EpochHistory::decode(&epochs_bytes(primary))
+                .unwrap()
+                .encode(),
+        )
+        .unwrap();
         rx.finish().unwrap();
     }
     info

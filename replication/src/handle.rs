@@ -4,19 +4,24 @@
 
 use parking_lot::RwLock;
 use std::sync::Arc;
-use walship_engine::{Engine, EngineConfig, EngineError};
+use walship_engine::{Engine, EngineConfig, EngineError, WalRetention};
 
 /// The engine currently serving this node.
 #[derive(Clone)]
 pub struct EngineHandle {
     inner: Arc<RwLock<Engine>>,
     config: EngineConfig,
+    retention: Arc<RwLock<Vec<Arc<dyn WalRetention>>>>,
 }
 
 impl EngineHandle {
     /// Wraps an open engine; `config` reopens it after a base backup.
     pub fn new(engine: Engine, config: EngineConfig) -> Self {
-        EngineHandle { inner: Arc::new(RwLock::new(engine)), config }
+        EngineHandle {
+            inner: Arc::new(RwLock::new(engine)),
+            config,
+            retention: Arc::default(),
+        }
     }
 
     /// The current engine (cheap clone).
@@ -30,8 +35,17 @@ impl EngineHandle {
         let mut slot = self.inner.write();
         slot.shutdown()?;
         let engine = Engine::open(self.config.clone())?;
+        for hook in self.retention.read().iter() {
+            engine.add_retention(hook.clone());
+        }
         *slot = engine.clone();
         Ok(engine)
+    }
+
+    /// Registers a WAL retention hook on the engine, now and after every reopen.
+    pub fn add_retention(&self, hook: Arc<dyn WalRetention>) {
+        self.retention.write().push(hook.clone());
+        self.get().add_retention(hook);
     }
 
     /// The engine settings.

@@ -10,7 +10,7 @@ use crate::handle::EngineHandle;
 use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, PROTO_VERSION};
 use crate::slots::Slots;
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
-use crate::sync_rule::{StandbyProgress, SyncState, SyncStandbyNames, SynchronousCommit};
+use crate::sync_rule::{StandbyProgress, SyncStandbyNames, SyncState, SynchronousCommit};
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
@@ -214,6 +214,11 @@ impl Hub {
         self.confirmed_tx.send_modify(|c| c.version += 1);
     }
 
+    /// Accepts standbys again after [`Hub::stop`] (a promotion).
+    pub fn resume(&self) {
+        self.stop_tx.send_replace(false);
+    }
+
     fn is_stopped(&self) -> bool {
         *self.stop_tx.borrow()
     }
@@ -241,8 +246,11 @@ impl Hub {
         let (_, progress) = self.progress_list();
         let rule = self.sync_names.read();
         let at = |level| rule.confirmed_lsn(level, &progress).unwrap_or(0);
-        let (write, flush, apply) =
-            (at(SynchronousCommit::RemoteWrite), at(SynchronousCommit::On), at(SynchronousCommit::RemoteApply));
+        let (write, flush, apply) = (
+            at(SynchronousCommit::RemoteWrite),
+            at(SynchronousCommit::On),
+            at(SynchronousCommit::RemoteApply),
+        );
         self.confirmed_tx.send_modify(|c| {
             c.write = write;
             c.flush = flush;
@@ -253,7 +261,12 @@ impl Hub {
 
     /// Completes when the standbys required by `synchronous_standby_names`
     /// confirm `lsn` at `level`. `timeout_ms` 0 waits for ever, as PostgreSQL does.
-    pub async fn wait_confirmed(&self, lsn: Lsn, level: SynchronousCommit, timeout_ms: u64) -> Result<(), SyncWaitError> {
+    pub async fn wait_confirmed(
+        &self,
+        lsn: Lsn,
+        level: SynchronousCommit,
+        timeout_ms: u64,
+    ) -> Result<(), SyncWaitError> {
         if !level.waits_for_standbys() || self.sync_names.read().is_empty() {
             return Ok(());
         }
@@ -276,13 +289,21 @@ impl Hub {
         }
         match tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await {
             Ok(r) => r,
-            Err(_) => Err(SyncWaitError::Timeout { lsn, rule: self.sync_names.read().to_string(), timeout_ms }),
+            Err(_) => Err(SyncWaitError::Timeout {
+                lsn,
+                rule: self.sync_names.read().to_string(),
+                timeout_ms,
+            }),
         }
     }
 
     /// How many standbys have fsynced `lsn` (Redis's WAIT counts these).
     pub fn count_flushed(&self, lsn: Lsn) -> usize {
-        self.standbys.lock().iter().filter(|c| c.progress.lock().flush >= lsn).count()
+        self.standbys
+            .lock()
+            .iter()
+            .filter(|c| c.progress.lock().flush >= lsn)
+            .count()
     }
 
     /// Waits until `n` standbys have fsynced `lsn` or `timeout_ms` passes
@@ -301,7 +322,9 @@ impl Hub {
         if timeout_ms == 0 {
             return wait.await;
         }
-        tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await.unwrap_or_else(|_| self.count_flushed(lsn))
+        tokio::time::timeout(Duration::from_millis(timeout_ms), wait)
+            .await
+            .unwrap_or_else(|_| self.count_flushed(lsn))
     }
 
     /// The replication view, one row per connected standby.
@@ -339,21 +362,48 @@ impl Hub {
 
     /// Serves one standby on a connection that just sent the replication
     /// handshake command; `buf` holds any bytes already read past it.
-    pub async fn serve(self: &Arc<Self>, stream: TcpStream, buf: BytesMut, listening_port: Option<u16>) -> Result<(), ReplError> {
+    pub async fn serve(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        buf: BytesMut,
+        listening_port: Option<u16>,
+    ) -> Result<(), ReplError> {
         let _ = stream.set_nodelay(true);
         let addr = stream.peer_addr()?;
         let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = buf;
-        let hello = expect_message(&mut rd, &mut rbuf, Duration::from_secs(10), "the standby's Hello").await?;
-        let Message::Hello { proto_version, cluster_id, epoch, flushed_lsn, name } = hello else {
-            return Err(ReplError::Protocol(format!("expected Hello, got {}", hello.name())));
+        let hello = expect_message(
+            &mut rd,
+            &mut rbuf,
+            Duration::from_secs(10),
+            "the standby's Hello",
+        )
+        .await?;
+        let Message::Hello {
+            proto_version,
+            cluster_id,
+            epoch,
+            flushed_lsn,
+            name,
+        } = hello
+        else {
+            return Err(ReplError::Protocol(format!(
+                "expected Hello, got {}",
+                hello.name()
+            )));
         };
         let engine = self.handle.get();
         let decision = self.admit(proto_version, cluster_id, epoch, flushed_lsn, &name);
         let base_backup = match decision {
             Err(reason) => {
                 tracing::warn!(standby = %name, %addr, %reason, "refusing standby");
-                write_message(&mut wr, &Message::Refuse { reason: reason.clone() }).await?;
+                write_message(
+                    &mut wr,
+                    &Message::Refuse {
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
                 return Err(ReplError::Refused(reason));
             }
             Ok(b) => b,
@@ -376,7 +426,11 @@ impl Hub {
             listening_port,
             connected_at: SystemTime::now(),
             progress: Mutex::new(Progress {
-                state: if base_backup { StandbyState::Backup } else { StandbyState::Catchup },
+                state: if base_backup {
+                    StandbyState::Backup
+                } else {
+                    StandbyState::Catchup
+                },
                 sent: flushed_lsn,
                 write: flushed_lsn,
                 flush: flushed_lsn,
@@ -391,7 +445,9 @@ impl Hub {
         });
         self.standbys.lock().push(conn.clone());
         tracing::info!(standby = %name, %addr, base_backup, from_lsn = flushed_lsn, "standby connected");
-        let result = self.stream_to(&conn, rd, &mut wr, rbuf, base_backup, flushed_lsn).await;
+        let result = self
+            .stream_to(&conn, rd, &mut wr, rbuf, base_backup, flushed_lsn)
+            .await;
         self.standbys.lock().retain(|c| c.id != conn.id);
         self.recompute();
         match &result {
@@ -402,7 +458,14 @@ impl Hub {
     }
 
     /// Decides whether a standby may stream: `Ok(true)` when it needs a base backup first.
-    fn admit(&self, proto_version: u32, cluster_id: u64, epoch: u64, flushed_lsn: Lsn, name: &str) -> Result<bool, String> {
+    fn admit(
+        &self,
+        proto_version: u32,
+        cluster_id: u64,
+        epoch: u64,
+        flushed_lsn: Lsn,
+        name: &str,
+    ) -> Result<bool, String> {
         let engine = self.handle.get();
         if proto_version != PROTO_VERSION {
             return Err(format!("replication protocol version {proto_version} is not supported (this primary speaks {PROTO_VERSION})"));
@@ -427,21 +490,36 @@ impl Hub {
             ));
         }
         if !history.contains(epoch) {
-            return Err(format!("standby's epoch {epoch} is not in this primary's history: the histories diverged"));
+            return Err(format!(
+                "standby's epoch {epoch} is not in this primary's history: the histories diverged"
+            ));
         }
-        let fork = history.end_of(epoch).unwrap_or(Lsn::MAX).min(engine.end_lsn());
+        let fork = history
+            .end_of(epoch)
+            .unwrap_or(Lsn::MAX)
+            .min(engine.end_lsn());
         if flushed_lsn > fork {
             return Err(format!(
                 "standby's WAL diverged: it goes to LSN {flushed_lsn} on epoch {epoch}, but this primary's history leaves epoch {epoch} at LSN {fork}; the standby must be rewound to LSN {fork}"
             ));
         }
-        let slot = self.slots.acquire(name, flushed_lsn).map_err(|e| format!("cannot create replication slot: {e}"))?;
+        let slot = self
+            .slots
+            .acquire(name, flushed_lsn)
+            .map_err(|e| format!("cannot create replication slot: {e}"))?;
         if slot.invalidated {
-            tracing::warn!(standby = name, "slot was invalidated: sending a base backup");
+            tracing::warn!(
+                standby = name,
+                "slot was invalidated: sending a base backup"
+            );
             return Ok(true);
         }
         if flushed_lsn < engine.stats().oldest_lsn {
-            tracing::info!(standby = name, flushed_lsn, "the WAL this standby needs was removed: sending a base backup");
+            tracing::info!(
+                standby = name,
+                flushed_lsn,
+                "the WAL this standby needs was removed: sending a base backup"
+            );
             return Ok(true);
         }
         Ok(false)
@@ -472,14 +550,23 @@ impl Hub {
             async move {
                 let err = loop {
                     match read_message(&mut rd, &mut rbuf).await {
-                        Ok(Some(Message::Status { write_lsn, flush_lsn, apply_lsn, .. })) => {
+                        Ok(Some(Message::Status {
+                            write_lsn,
+                            flush_lsn,
+                            apply_lsn,
+                            ..
+                        })) => {
                             conn.on_status(write_lsn, flush_lsn, apply_lsn);
                             hub.slots.advance(&conn.name, flush_lsn);
                             hub.recompute();
                             conn.reported.notify_one();
                         }
-                        Ok(Some(Message::Error { reason })) => break format!("standby reported: {reason}"),
-                        Ok(Some(other)) => break format!("unexpected {} from standby", other.name()),
+                        Ok(Some(Message::Error { reason })) => {
+                            break format!("standby reported: {reason}")
+                        }
+                        Ok(Some(other)) => {
+                            break format!("unexpected {} from standby", other.name())
+                        }
                         Ok(None) => break "standby closed the connection".to_string(),
                         Err(e) => break e.to_string(),
                     }
@@ -494,10 +581,20 @@ impl Hub {
         let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
         let result = loop {
             if let Some(reason) = done_rx.borrow().clone() {
-                break if reason == "standby closed the connection" { Ok(()) } else { Err(ReplError::Peer(reason)) };
+                break if reason == "standby closed the connection" {
+                    Ok(())
+                } else {
+                    Err(ReplError::Peer(reason))
+                };
             }
             if *stop_rx.borrow() {
-                let _ = write_message(wr, &Message::Error { reason: "this node is no longer the primary".into() }).await;
+                let _ = write_message(
+                    wr,
+                    &Message::Error {
+                        reason: "this node is no longer the primary".into(),
+                    },
+                )
+                .await;
                 break Ok(());
             }
             let written = engine.written_lsn();
@@ -505,12 +602,19 @@ impl Hub {
             if sent < written && in_flight < IN_FLIGHT_MAX_BYTES {
                 let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
                     Ok(d) => d,
-                    Err(e @ EngineError::WalRemoved { .. }) => break Err(ReplError::Storage(e.to_string())),
+                    Err(e @ EngineError::WalRemoved { .. }) => {
+                        break Err(ReplError::Storage(e.to_string()))
+                    }
                     Err(e) => break Err(ReplError::Storage(e.to_string())),
                 };
                 let start = sent;
                 sent += data.len() as u64;
-                let msg = Message::WalData { epoch: engine.epoch(), start_lsn: start, primary_flushed_lsn: engine.flushed_lsn(), data };
+                let msg = Message::WalData {
+                    epoch: engine.epoch(),
+                    start_lsn: start,
+                    primary_flushed_lsn: engine.flushed_lsn(),
+                    data,
+                };
                 if let Err(e) = write_message(wr, &msg).await {
                     break Err(e);
                 }
@@ -546,16 +650,24 @@ impl Hub {
 
     /// Takes a checkpoint and sends it with the epoch history; returns the
     /// LSN streaming continues from (the checkpoint's redo LSN).
-    async fn send_base_backup(&self, conn: &StandbyConn, wr: &mut tokio::net::tcp::OwnedWriteHalf) -> Result<Lsn, ReplError> {
+    async fn send_base_backup(
+        &self,
+        conn: &StandbyConn,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    ) -> Result<Lsn, ReplError> {
         let engine = self.handle.get();
         // Hold all WAL still on disk while the checkpoint is taken, then from its redo LSN.
-        self.slots.reset(&conn.name, engine.stats().oldest_lsn).map_err(|e| ReplError::Storage(e.to_string()))?;
+        self.slots
+            .reset(&conn.name, engine.stats().oldest_lsn)
+            .map_err(|e| ReplError::Storage(e.to_string()))?;
         let e2 = engine.clone();
         let info = tokio::task::spawn_blocking(move || e2.checkpoint())
             .await
             .map_err(|e| ReplError::Storage(e.to_string()))?
             .map_err(|e| ReplError::Storage(e.to_string()))?;
-        self.slots.reset(&conn.name, info.redo_lsn).map_err(|e| ReplError::Storage(e.to_string()))?;
+        self.slots
+            .reset(&conn.name, info.redo_lsn)
+            .map_err(|e| ReplError::Storage(e.to_string()))?;
         // Open before a later checkpoint can remove the file.
         let mut file = tokio::fs::File::open(&info.path).await?;
         let len = file.metadata().await?.len();
@@ -577,18 +689,40 @@ impl Hub {
         while offset < len {
             let n = file.read(&mut buf).await?;
             if n == 0 {
-                return Err(ReplError::Storage("checkpoint file shorter than its length".into()));
+                return Err(ReplError::Storage(
+                    "checkpoint file shorter than its length".into(),
+                ));
             }
             crc.update(&buf[..n]);
             let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-            write_message(wr, &Message::BackupChunk { kind: BACKUP_CHUNK_CHECKPOINT, offset, data }).await?;
+            write_message(
+                wr,
+                &Message::BackupChunk {
+                    kind: BACKUP_CHUNK_CHECKPOINT,
+                    offset,
+                    data,
+                },
+            )
+            .await?;
             offset += n as u64;
         }
         let history = history_of(&engine).encode();
-        write_message(wr, &Message::BackupChunk { kind: BACKUP_CHUNK_WAL, offset: 0, data: history.into() }).await?;
         write_message(
             wr,
-            &Message::BackupEnd { checkpoint_crc: crc.finalize(), wal_start_lsn: info.redo_lsn, wal_end_lsn: info.end_lsn },
+            &Message::BackupChunk {
+                kind: BACKUP_CHUNK_WAL,
+                offset: 0,
+                data: history.into(),
+            },
+        )
+        .await?;
+        write_message(
+            wr,
+            &Message::BackupEnd {
+                checkpoint_crc: crc.finalize(),
+                wal_start_lsn: info.redo_lsn,
+                wal_end_lsn: info.end_lsn,
+            },
         )
         .await?;
         Ok(info.redo_lsn)
@@ -631,7 +765,13 @@ impl StandbyConn {
         p.write = p.write.max(write.min(cap));
         p.flush = p.flush.max(flush.min(cap));
         p.apply = p.apply.max(apply.min(cap));
-        let lag = |samples: &VecDeque<(Lsn, Instant)>, pos: Lsn| samples.iter().rev().find(|(l, _)| *l <= pos).map(|(_, t)| now - *t);
+        let lag = |samples: &VecDeque<(Lsn, Instant)>, pos: Lsn| {
+            samples
+                .iter()
+                .rev()
+                .find(|(l, _)| *l <= pos)
+                .map(|(_, t)| now - *t)
+        };
         if let Some(l) = lag(&p.samples, p.write) {
             p.write_lag = Some(l);
         }

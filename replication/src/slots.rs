@@ -48,7 +48,10 @@ fn name_of(file: &str) -> Option<String> {
     if hex.len() % 2 != 0 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -70,16 +73,33 @@ impl Slots {
         let mut slots = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(name_of) else { continue };
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(name_of) else {
+                continue;
+            };
             let b = std::fs::read(&path)?;
-            if b.len() != 13 || crc32fast::hash(&b[0..9]) != u32::from_le_bytes(b[9..13].try_into().expect("4 bytes")) {
+            if b.len() != 13
+                || crc32fast::hash(&b[0..9])
+                    != u32::from_le_bytes(b[9..13].try_into().expect("4 bytes"))
+            {
                 tracing::warn!(file = %path.display(), "ignoring a damaged replication slot file");
                 continue;
             }
             let restart_lsn = u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"));
-            slots.insert(name.clone(), Slot { name, restart_lsn, invalidated: b[8] != 0, dirty: false });
+            slots.insert(
+                name.clone(),
+                Slot {
+                    name,
+                    restart_lsn,
+                    invalidated: b[8] != 0,
+                    dirty: false,
+                },
+            );
         }
-        Ok(Slots { dir, slots: Mutex::new(slots), max_keep_bytes: AtomicU64::new(max_keep_bytes) })
+        Ok(Slots {
+            dir,
+            slots: Mutex::new(slots),
+            max_keep_bytes: AtomicU64::new(max_keep_bytes),
+        })
     }
 
     /// Changes `max_slot_wal_keep_size` (0 = unlimited).
@@ -98,7 +118,12 @@ impl Slots {
         if let Some(s) = slots.get(name) {
             return Ok(s.clone());
         }
-        let slot = Slot { name: name.to_string(), restart_lsn, invalidated: false, dirty: false };
+        let slot = Slot {
+            name: name.to_string(),
+            restart_lsn,
+            invalidated: false,
+            dirty: false,
+        };
         self.persist(&slot)?;
         slots.insert(name.to_string(), slot.clone());
         tracing::info!(slot = name, restart_lsn, "created replication slot");
@@ -107,7 +132,12 @@ impl Slots {
 
     /// Resets a slot to hold WAL from `restart_lsn` again (after a base backup).
     pub fn reset(&self, name: &str, restart_lsn: Lsn) -> io::Result<()> {
-        let slot = Slot { name: name.to_string(), restart_lsn, invalidated: false, dirty: false };
+        let slot = Slot {
+            name: name.to_string(),
+            restart_lsn,
+            invalidated: false,
+            dirty: false,
+        };
         self.persist(&slot)?;
         self.slots.lock().insert(name.to_string(), slot);
         Ok(())

@@ -73,8 +73,16 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver feeding the engine behind `handle`.
     pub fn new(handle: EngineHandle, config: ReceiverConfig) -> Arc<Receiver> {
-        let status = ReceiverStatus { state: "connecting", down_since: Some(Instant::now()), ..Default::default() };
-        Arc::new(Receiver { handle, config, status: Mutex::new(status) })
+        let status = ReceiverStatus {
+            state: "connecting",
+            down_since: Some(Instant::now()),
+            ..Default::default()
+        };
+        Arc::new(Receiver {
+            handle,
+            config,
+            status: Mutex::new(status),
+        })
     }
 
     /// The configuration.
@@ -132,9 +140,12 @@ impl Receiver {
     }
 
     async fn session(&self, stop: watch::Receiver<bool>) -> Result<(), ReplError> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.config.primary))
-            .await
-            .map_err(|_| ReplError::Timeout("the connection to the primary"))??;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            TcpStream::connect(&self.config.primary),
+        )
+        .await
+        .map_err(|_| ReplError::Timeout("the connection to the primary"))??;
         let _ = stream.set_nodelay(true);
         let mut stream = BufReader::new(stream);
         if let Some(pass) = &self.config.password {
@@ -161,12 +172,23 @@ impl Receiver {
             },
         )
         .await?;
-        let welcome = expect_message(&mut rd, &mut rbuf, Duration::from_secs(30), "the primary's Welcome").await?;
+        let welcome = expect_message(
+            &mut rd,
+            &mut rbuf,
+            Duration::from_secs(30),
+            "the primary's Welcome",
+        )
+        .await?;
         let base_backup = match welcome {
             Message::Welcome { base_backup, .. } => base_backup,
             Message::Refuse { reason } => return Err(ReplError::Refused(reason)),
             Message::Error { reason } => return Err(ReplError::Peer(reason)),
-            other => return Err(ReplError::Protocol(format!("expected Welcome, got {}", other.name()))),
+            other => {
+                return Err(ReplError::Protocol(format!(
+                    "expected Welcome, got {}",
+                    other.name()
+                )))
+            }
         };
         {
             let mut s = self.status.lock();
@@ -184,7 +206,12 @@ impl Receiver {
 
         // The writer half sends status reports from its own task.
         let reply_now = Arc::new(Notify::new());
-        let reporter = tokio::spawn(report_status(self.handle.get(), wr, reply_now.clone(), stop));
+        let reporter = tokio::spawn(report_status(
+            self.handle.get(),
+            wr,
+            reply_now.clone(),
+            stop,
+        ));
         let result = self.receive_wal(&mut rd, &mut rbuf, &reply_now).await;
         reporter.abort();
         result
@@ -197,29 +224,60 @@ impl Receiver {
     ) -> Result<(), ReplError> {
         let t = Duration::from_secs(120);
         let begin = expect_message(rd, rbuf, t, "BackupBegin").await?;
-        let Message::BackupBegin { cluster_id, redo_lsn, end_lsn, checkpoint_bytes, .. } = begin else {
-            return Err(ReplError::Protocol(format!("expected BackupBegin, got {}", begin.name())));
+        let Message::BackupBegin {
+            cluster_id,
+            redo_lsn,
+            end_lsn,
+            checkpoint_bytes,
+            ..
+        } = begin
+        else {
+            return Err(ReplError::Protocol(format!(
+                "expected BackupBegin, got {}",
+                begin.name()
+            )));
         };
         tracing::info!(redo_lsn, bytes = checkpoint_bytes, "receiving base backup");
-        let meta = BackupMeta { cluster_id, redo_lsn, end_lsn, checkpoint_bytes };
+        let meta = BackupMeta {
+            cluster_id,
+            redo_lsn,
+            end_lsn,
+            checkpoint_bytes,
+        };
         let cfg = self.handle.config();
-        let mut receiver = BackupReceiver::begin(cfg.storage.clone(), &cfg.data_dir, meta).map_err(storage)?;
+        let mut receiver =
+            BackupReceiver::begin(cfg.storage.clone(), &cfg.data_dir, meta).map_err(storage)?;
         let mut crc = crc32fast::Hasher::new();
         loop {
             match expect_message(rd, rbuf, t, "base backup data").await? {
-                Message::BackupChunk { kind: BACKUP_CHUNK_CHECKPOINT, offset, data } => {
+                Message::BackupChunk {
+                    kind: BACKUP_CHUNK_CHECKPOINT,
+                    offset,
+                    data,
+                } => {
                     crc.update(&data);
                     receiver.write_checkpoint(offset, &data).map_err(storage)?;
                 }
-                Message::BackupChunk { kind: BACKUP_CHUNK_WAL, data, .. } => receiver.set_epochs(&data).map_err(storage)?,
+                Message::BackupChunk {
+                    kind: BACKUP_CHUNK_WAL,
+                    data,
+                    ..
+                } => receiver.set_epochs(&data).map_err(storage)?,
                 Message::BackupEnd { checkpoint_crc, .. } => {
                     if crc.finalize() != checkpoint_crc {
-                        return Err(ReplError::Protocol("base backup checkpoint CRC mismatch".into()));
+                        return Err(ReplError::Protocol(
+                            "base backup checkpoint CRC mismatch".into(),
+                        ));
                     }
                     break;
                 }
                 Message::Error { reason } => return Err(ReplError::Peer(reason)),
-                other => return Err(ReplError::Protocol(format!("unexpected {} during base backup", other.name()))),
+                other => {
+                    return Err(ReplError::Protocol(format!(
+                        "unexpected {} during base backup",
+                        other.name()
+                    )))
+                }
             }
         }
         let handle = self.handle.clone();
@@ -243,10 +301,17 @@ impl Receiver {
     ) -> Result<(), ReplError> {
         let mut pending = BytesMut::new();
         loop {
-            let Some(msg) = read_message(rd, rbuf).await? else { return Err(ReplError::Closed) };
+            let Some(msg) = read_message(rd, rbuf).await? else {
+                return Err(ReplError::Closed);
+            };
             self.status.lock().last_message = Some(Instant::now());
             match msg {
-                Message::WalData { epoch, start_lsn, primary_flushed_lsn, data } => {
+                Message::WalData {
+                    epoch,
+                    start_lsn,
+                    primary_flushed_lsn,
+                    data,
+                } => {
                     let engine = self.handle.get();
                     if epoch < engine.epoch() {
                         return Err(ReplError::Refused(format!(
@@ -256,16 +321,22 @@ impl Receiver {
                     }
                     let expected = engine.end_lsn() + pending.len() as u64;
                     if start_lsn != expected {
-                        return Err(ReplError::Protocol(format!("WAL chunk starts at LSN {start_lsn}, expected {expected}")));
+                        return Err(ReplError::Protocol(format!(
+                            "WAL chunk starts at LSN {start_lsn}, expected {expected}"
+                        )));
                     }
                     if pending.len() + data.len() > PENDING_MAX_BYTES {
-                        return Err(ReplError::Protocol("incomplete record larger than any record can be".into()));
+                        return Err(ReplError::Protocol(
+                            "incomplete record larger than any record can be".into(),
+                        ));
                     }
                     pending.extend_from_slice(&data);
                     let whole = whole_records_len(&pending);
                     if whole > 0 {
                         let chunk: Bytes = pending.split_to(whole).freeze();
-                        engine.append_replicated(engine.end_lsn(), &chunk).map_err(storage)?;
+                        engine
+                            .append_replicated(engine.end_lsn(), &chunk)
+                            .map_err(storage)?;
                     }
                     let mut s = self.status.lock();
                     s.primary_flushed_lsn = s.primary_flushed_lsn.max(primary_flushed_lsn);
@@ -274,7 +345,13 @@ impl Receiver {
                         s.state = "streaming";
                     }
                 }
-                Message::Keepalive { epoch, end_lsn, flushed_lsn, reply_requested, .. } => {
+                Message::Keepalive {
+                    epoch,
+                    end_lsn,
+                    flushed_lsn,
+                    reply_requested,
+                    ..
+                } => {
                     let engine = self.handle.get();
                     if epoch < engine.epoch() {
                         return Err(ReplError::Refused(format!(
@@ -286,14 +363,23 @@ impl Receiver {
                         let mut s = self.status.lock();
                         s.primary_end_lsn = end_lsn;
                         s.primary_flushed_lsn = flushed_lsn;
-                        s.state = if engine.end_lsn() >= end_lsn { "streaming" } else { "catchup" };
+                        s.state = if engine.end_lsn() >= end_lsn {
+                            "streaming"
+                        } else {
+                            "catchup"
+                        };
                     }
                     if reply_requested {
                         reply_now.notify_one();
                     }
                 }
                 Message::Error { reason } => return Err(ReplError::Peer(reason)),
-                other => return Err(ReplError::Protocol(format!("unexpected {} while streaming", other.name()))),
+                other => {
+                    return Err(ReplError::Protocol(format!(
+                        "unexpected {} while streaming",
+                        other.name()
+                    )))
+                }
             }
         }
     }
@@ -348,7 +434,12 @@ async fn report_status(
             continue;
         }
         last = now;
-        let msg = Message::Status { write_lsn: now.0, flush_lsn: now.1, apply_lsn: now.2, timestamp_ms: now_ms() };
+        let msg = Message::Status {
+            write_lsn: now.0,
+            flush_lsn: now.1,
+            apply_lsn: now.2,
+            timestamp_ms: now_ms(),
+        };
         if write_message(&mut wr, &msg).await.is_err() {
             return;
         }
@@ -376,7 +467,9 @@ async fn expect_ok(stream: &mut BufReader<TcpStream>, want: &str) -> Result<(), 
     if line == want {
         Ok(())
     } else {
-        Err(ReplError::Refused(line.trim_start_matches(['-', '+']).to_string()))
+        Err(ReplError::Refused(
+            line.trim_start_matches(['-', '+']).to_string(),
+        ))
     }
 }
 
@@ -388,7 +481,11 @@ mod tests {
     fn whole_records_are_found_by_their_lengths() {
         let mut buf = Vec::new();
         for (i, v) in ["a", "bb", "ccc"].iter().enumerate() {
-            walship_engine::Mutation::Put { key: Bytes::from(format!("k{i}")), value: Bytes::from(*v) }.encode(buf.len() as u64, &mut buf);
+            walship_engine::Mutation::Put {
+                key: Bytes::from(format!("k{i}")),
+                value: Bytes::from(*v),
+            }
+            .encode(buf.len() as u64, &mut buf);
         }
         assert_eq!(whole_records_len(&buf), buf.len());
         assert!(whole_records_len(&buf[..buf.len() - 1]) < buf.len() - 1);

@@ -35,7 +35,10 @@ pub enum ReplError {
 }
 
 /// Reads the next message; `Ok(None)` at a clean end of stream.
-pub async fn read_message<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<Option<Message>, ReplError> {
+pub async fn read_message<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Option<Message>, ReplError> {
     loop {
         if let Some(m) = decode_frame(buf)? {
             return Ok(Some(m));
@@ -44,7 +47,11 @@ pub async fn read_message<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) 
         // so the buffer never grows past one maximal frame.
         buf.reserve(64 * 1024);
         if rd.read_buf(buf).await? == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(ReplError::Protocol("stream ended inside a frame".into())) };
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ReplError::Protocol("stream ended inside a frame".into()))
+            };
         }
     }
 }
@@ -65,7 +72,10 @@ pub async fn expect_message<R: AsyncRead + Unpin>(
 }
 
 /// Encodes and sends one message.
-pub async fn write_message<W: AsyncWrite + Unpin>(wr: &mut W, m: &Message) -> Result<(), ReplError> {
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    m: &Message,
+) -> Result<(), ReplError> {
     let mut out = BytesMut::new();
     m.encode(&mut out);
     wr.write_all(&out).await?;
@@ -74,5 +84,8 @@ pub async fn write_message<W: AsyncWrite + Unpin>(wr: &mut W, m: &Message) -> Re
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -8,7 +8,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use walship_engine::{Engine, EngineConfig, Mutation};
-use walship_replication::{EngineHandle, Hub, Receiver, ReceiverConfig, Slots, SyncStandbyNames, SynchronousCommit, SyncWaitError};
+use walship_replication::{
+    EngineHandle, Hub, Receiver, ReceiverConfig, Slots, SyncStandbyNames, SyncWaitError,
+    SynchronousCommit,
+};
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -21,7 +24,10 @@ fn node(segment_size: u64) -> Node {
     cfg.segment_size_bytes = segment_size;
     cfg.checkpoint_every_bytes = 0;
     let engine = Engine::open(cfg.clone()).unwrap();
-    Node { handle: EngineHandle::new(engine, cfg), _dir: dir }
+    Node {
+        handle: EngineHandle::new(engine, cfg),
+        _dir: dir,
+    }
 }
 
 /// Accepts connections, reads the `WALSHIP STREAM <port>` command as the server would, and hands over.
@@ -30,7 +36,9 @@ async fn serve_primary(hub: Arc<Hub>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let hub = hub.clone();
             tokio::spawn(async move {
                 let mut buf = BytesMut::new();
@@ -64,10 +72,19 @@ async fn serve_primary(hub: Arc<Hub>) -> std::net::SocketAddr {
     addr
 }
 
-fn start_receiver(standby: &Node, primary: std::net::SocketAddr, name: &str) -> (Arc<Receiver>, watch::Sender<bool>) {
+fn start_receiver(
+    standby: &Node,
+    primary: std::net::SocketAddr,
+    name: &str,
+) -> (Arc<Receiver>, watch::Sender<bool>) {
     let rx = Receiver::new(
         standby.handle.clone(),
-        ReceiverConfig { primary: primary.to_string(), name: name.into(), password: None, listening_port: 0 },
+        ReceiverConfig {
+            primary: primary.to_string(),
+            name: name.into(),
+            password: None,
+            listening_port: 0,
+        },
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(rx.clone().run(stop_rx));
@@ -75,7 +92,12 @@ fn start_receiver(standby: &Node, primary: std::net::SocketAddr, name: &str) -> 
 }
 
 async fn put(engine: &Engine, k: &str, v: &str) -> u64 {
-    let lsn = engine.write(Mutation::Put { key: Bytes::copy_from_slice(k.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) }).unwrap();
+    let lsn = engine
+        .write(Mutation::Put {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        })
+        .unwrap();
     engine.wait_durable(lsn).await.unwrap();
     lsn
 }
@@ -89,7 +111,10 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn same_state(a: &Engine, b: &Engine) -> bool {
-    a.len() == b.len() && a.scan(None, usize::MAX).iter().all(|k| a.get(k) == b.get(k))
+    a.len() == b.len()
+        && a.scan(None, usize::MAX)
+            .iter()
+            .all(|k| a.get(k) == b.get(k))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +122,11 @@ async fn standby_converges_and_synchronous_commit_waits_for_it() {
     let primary = node(64 << 10);
     let slots = Arc::new(Slots::open(primary._dir.path(), 0).unwrap());
     primary.handle.get().add_retention(slots.clone());
-    let hub = Hub::new(primary.handle.clone(), slots, SyncStandbyNames::parse("FIRST 1 (s1)").unwrap());
+    let hub = Hub::new(
+        primary.handle.clone(),
+        slots,
+        SyncStandbyNames::parse("FIRST 1 (s1)").unwrap(),
+    );
     let addr = serve_primary(hub.clone()).await;
     let p = primary.handle.get();
     for i in 0..500 {
@@ -105,13 +134,22 @@ async fn standby_converges_and_synchronous_commit_waits_for_it() {
     }
     let standby = node(64 << 10);
     let (rx, stop) = start_receiver(&standby, addr, "s1");
-    wait_until("the standby caught up", || standby.handle.get().end_lsn() == p.end_lsn()).await;
+    wait_until("the standby caught up", || {
+        standby.handle.get().end_lsn() == p.end_lsn()
+    })
+    .await;
     assert!(same_state(&p, &standby.handle.get()));
-    assert_eq!(standby.handle.get().cluster_id(), p.cluster_id(), "joined by base backup? no: same cluster via backup");
+    assert_eq!(
+        standby.handle.get().cluster_id(),
+        p.cluster_id(),
+        "joined by base backup? no: same cluster via backup"
+    );
 
     // A synchronous write completes once s1 flushed it.
     let lsn = put(&p, "sync", "1").await;
-    hub.wait_confirmed(lsn, SynchronousCommit::On, 10_000).await.unwrap();
+    hub.wait_confirmed(lsn, SynchronousCommit::On, 10_000)
+        .await
+        .unwrap();
     assert!(standby.handle.get().flushed_lsn() >= lsn);
     let views = hub.standby_views();
     assert_eq!(views.len(), 1);
@@ -120,9 +158,15 @@ async fn standby_converges_and_synchronous_commit_waits_for_it() {
 
     // With the standby gone a synchronous write does not complete...
     stop.send_replace(true);
-    wait_until("the standby disconnected", || hub.standby_views().is_empty()).await;
+    wait_until("the standby disconnected", || {
+        hub.standby_views().is_empty()
+    })
+    .await;
     let lsn = put(&p, "while-down", "1").await;
-    let err = hub.wait_confirmed(lsn, SynchronousCommit::On, 300).await.unwrap_err();
+    let err = hub
+        .wait_confirmed(lsn, SynchronousCommit::On, 300)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SyncWaitError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("durable locally"));
     // ...and completes when it comes back.
@@ -131,9 +175,20 @@ async fn standby_converges_and_synchronous_commit_waits_for_it() {
         tokio::spawn(async move { hub.wait_confirmed(lsn, SynchronousCommit::On, 0).await })
     };
     let (_rx2, _stop2) = start_receiver(&standby, addr, "s1");
-    tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
-    assert_eq!(standby.handle.get().get(b"while-down").as_deref(), Some(&b"1"[..]));
-    assert_eq!(rx.status().base_backups, 1, "a blank standby starts with a base backup");
+    tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        standby.handle.get().get(b"while-down").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        rx.status().base_backups,
+        1,
+        "a blank standby starts with a base backup"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +196,11 @@ async fn removed_wal_triggers_a_base_backup_and_another_cluster_is_refused() {
     let primary = node(16 << 10);
     let slots = Arc::new(Slots::open(primary._dir.path(), 0).unwrap());
     primary.handle.get().add_retention(slots.clone());
-    let hub = Hub::new(primary.handle.clone(), slots.clone(), SyncStandbyNames::empty());
+    let hub = Hub::new(
+        primary.handle.clone(),
+        slots.clone(),
+        SyncStandbyNames::empty(),
+    );
     let addr = serve_primary(hub.clone()).await;
     let p = primary.handle.get();
     for i in 0..200 {
@@ -149,7 +208,10 @@ async fn removed_wal_triggers_a_base_backup_and_another_cluster_is_refused() {
     }
     let standby = node(16 << 10);
     let (rx, stop) = start_receiver(&standby, addr, "s1");
-    wait_until("caught up", || standby.handle.get().end_lsn() == p.end_lsn()).await;
+    wait_until("caught up", || {
+        standby.handle.get().end_lsn() == p.end_lsn()
+    })
+    .await;
     stop.send_replace(true);
     wait_until("disconnected", || hub.standby_views().is_empty()).await;
     // While it is away, the slot is dropped and the WAL it needed removed.
@@ -161,7 +223,10 @@ async fn removed_wal_triggers_a_base_backup_and_another_cluster_is_refused() {
     assert!(p.stats().oldest_lsn > standby.handle.get().end_lsn());
     let backups_before = rx.status().base_backups;
     let (rx2, _stop2) = start_receiver(&standby, addr, "s1");
-    wait_until("caught up again", || standby.handle.get().end_lsn() == p.end_lsn()).await;
+    wait_until("caught up again", || {
+        standby.handle.get().end_lsn() == p.end_lsn()
+    })
+    .await;
     assert_eq!(rx2.status().base_backups, 1);
     assert_eq!(backups_before, 1);
     assert!(same_state(&p, &standby.handle.get()));
@@ -173,5 +238,9 @@ async fn removed_wal_triggers_a_base_backup_and_another_cluster_is_refused() {
     wait_until("refused", || rx3.status().last_error.is_some()).await;
     let err = rx3.status().last_error.unwrap();
     assert!(err.contains("cluster"), "{err}");
-    assert_eq!(stranger.handle.get().get(b"mine").as_deref(), Some(&b"1"[..]), "its data untouched");
+    assert_eq!(
+        stranger.handle.get().get(b"mine").as_deref(),
+        Some(&b"1"[..]),
+        "its data untouched"
+    );
 }

@@ -23,8 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a server (a primary) on a data directory
-    Server(ServerArgs),
+    /// Run a server on a data directory: a primary, or a standby with --replicate-from
+    Server(Box<ServerArgs>),
+    /// Quickstart: a primary and three standbys on localhost (standby1 synchronous)
+    Dev(crate::dev::DevArgs),
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default `info`); stdout stays clean.
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
             let rt = runtime()?;
             rt.block_on(crate::server::run(cfg))
         }),
+        Command::Dev(args) => crate::dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use walship_replication::{SyncStandbyNames, SynchronousCommit};
 
 pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_BIND: &str = "127.0.0.1";
@@ -182,6 +183,32 @@ pub struct ServerArgs {
     /// Largest bulk string a client may send [default: 512MiB, at least max-value-size]
     #[arg(long, value_name = "SIZE")]
     pub proto_max_bulk_len: Option<ByteSize>,
+    /// Run as a standby of this primary (its client port)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replicate_from: Option<String>,
+    /// This node's name, matched by synchronous_standby_names [default: walship-<port>]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Password for the primary when it has requirepass [default: this node's requirepass]
+    #[arg(
+        long,
+        env = "WALSHIP_REPLICATE_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub replicate_password: Option<String>,
+    /// Standbys that confirm writes: 'FIRST k (a, b)', 'ANY k (a, b, c)', '*' [default: none]
+    #[arg(long, value_name = "RULE")]
+    pub synchronous_standby_names: Option<String>,
+    /// off, local, remote_write, on or remote_apply [default: on]
+    #[arg(long, value_name = "LEVEL")]
+    pub synchronous_commit: Option<String>,
+    /// Give up waiting for synchronous standbys after this many ms; 0 waits for ever [default: 0]
+    #[arg(long, value_name = "MS")]
+    pub synchronous_commit_timeout_ms: Option<u64>,
+    /// Most WAL a replication slot may hold back, e.g. 1GiB; 0 = unlimited [default: 0]
+    #[arg(long, value_name = "SIZE")]
+    pub max_slot_wal_keep_size: Option<ByteSize>,
 }
 
 /// The TOML file. Names are the flags' names; `snake_case` spellings are
@@ -213,6 +240,19 @@ pub struct FileConfig {
     pub client_query_buffer_limit: Option<ByteSize>,
     #[serde(alias = "proto_max_bulk_len")]
     pub proto_max_bulk_len: Option<ByteSize>,
+    #[serde(alias = "replicate_from")]
+    pub replicate_from: Option<String>,
+    pub name: Option<String>,
+    #[serde(alias = "replicate_password")]
+    pub replicate_password: Option<String>,
+    #[serde(alias = "synchronous_standby_names")]
+    pub synchronous_standby_names: Option<String>,
+    #[serde(alias = "synchronous_commit")]
+    pub synchronous_commit: Option<String>,
+    #[serde(alias = "synchronous_commit_timeout_ms")]
+    pub synchronous_commit_timeout_ms: Option<u64>,
+    #[serde(alias = "max_slot_wal_keep_size")]
+    pub max_slot_wal_keep_size: Option<ByteSize>,
 }
 
 impl FileConfig {
@@ -243,6 +283,17 @@ pub struct ServerConfig {
     pub client_output_buffer_limit_bytes: u64,
     pub client_query_buffer_limit_bytes: u64,
     pub proto_max_bulk_len_bytes: u64,
+    /// `host:port` of the primary when this node is a standby.
+    pub replicate_from: Option<String>,
+    /// This node's name (standbys send it to their primary).
+    pub name: String,
+    pub replicate_password: Option<String>,
+    /// PostgreSQL's syntax; validated.
+    pub synchronous_standby_names: String,
+    pub synchronous_commit: SynchronousCommit,
+    pub synchronous_commit_timeout_ms: u64,
+    /// 0 = unlimited.
+    pub max_slot_wal_keep_size_bytes: u64,
 }
 
 impl ServerConfig {
@@ -309,12 +360,64 @@ impl ServerConfig {
                 DEFAULT_CLIENT_QUERY_BUFFER_LIMIT_BYTES.max(proto_max_bulk_len_bytes + 64 * 1024),
             ),
             proto_max_bulk_len_bytes,
+            replicate_from: args
+                .replicate_from
+                .clone()
+                .or_else(|| file.replicate_from.clone()),
+            name: args
+                .name
+                .clone()
+                .or_else(|| file.name.clone())
+                .unwrap_or_else(|| {
+                    format!(
+                        "walship-{}",
+                        args.port.or(file.port).unwrap_or(DEFAULT_PORT)
+                    )
+                }),
+            replicate_password: args
+                .replicate_password
+                .clone()
+                .or_else(|| file.replicate_password.clone()),
+            synchronous_standby_names: args
+                .synchronous_standby_names
+                .clone()
+                .or_else(|| file.synchronous_standby_names.clone())
+                .unwrap_or_default(),
+            synchronous_commit: match args
+                .synchronous_commit
+                .clone()
+                .or_else(|| file.synchronous_commit.clone())
+            {
+                Some(s) => s
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("synchronous_commit: {e}"))?,
+                None => SynchronousCommit::On,
+            },
+            synchronous_commit_timeout_ms: args
+                .synchronous_commit_timeout_ms
+                .or(file.synchronous_commit_timeout_ms)
+                .unwrap_or(0),
+            max_slot_wal_keep_size_bytes: size(
+                args.max_slot_wal_keep_size,
+                file.max_slot_wal_keep_size,
+            )
+            .unwrap_or(0),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        SyncStandbyNames::parse(&self.synchronous_standby_names)
+            .map_err(|e| anyhow::anyhow!("synchronous_standby_names: {e}"))?;
+        if self.name.is_empty() || self.name.len() > 1024 {
+            bail!("name must be 1 to 1024 bytes");
+        }
+        if let Some(p) = &self.replicate_from {
+            if !p.contains(':') {
+                bail!("replicate-from must be HOST:PORT, got '{p}'");
+            }
+        }
         if self.max_clients == 0 {
             bail!("max-clients must be at least 1");
         }

@@ -118,9 +118,24 @@ pub async fn serve(
             tracing::debug!(client = id, %addr, error = %e, "client connection ended with an error")
         }
     }
+    if let Some(port) = conn.client.replicate.take() {
+        // The connection is now a standby's replication stream.
+        let Connection {
+            shared,
+            stream,
+            rbuf,
+            ..
+        } = conn;
+        let hub = shared.replication.hub.clone();
+        if let Err(e) = hub.serve(stream, rbuf, Some(port)).await {
+            tracing::debug!(client = id, %addr, error = %e, "replication stream ended");
+        }
+    }
 }
 
 enum Next {
+    /// The client asked to become a replication stream (`WALSHIP STREAM`).
+    Replicate,
     Read,
     Close,
 }
@@ -147,7 +162,7 @@ impl Connection {
                 .fetch_add(n as u64, Ordering::Relaxed);
             match self.process_input().await? {
                 Next::Read => {}
-                Next::Close => return Ok(()),
+                Next::Close | Next::Replicate => return Ok(()),
             }
             let limit = self
                 .shared
@@ -226,6 +241,15 @@ impl Connection {
                             .fetch_add(1, Ordering::Relaxed);
                         return Ok(Next::Close);
                     }
+                    if self.client.deferred.is_some() {
+                        self.flush().await?;
+                        self.complete_deferred().await;
+                    }
+                    if self.client.replicate.is_some() {
+                        // The +STREAM reply goes out; the socket then carries frames.
+                        self.flush().await?;
+                        return Ok(Next::Replicate);
+                    }
                     if self.client.close_after_reply {
                         self.flush().await?;
                         return Ok(Next::Close);
@@ -298,7 +322,10 @@ impl Connection {
     async fn flush(&mut self) -> io::Result<()> {
         if let Some(lsn) = self.batch.lsn.take() {
             // IMPORTANT: no reply to a write leaves before this returns Ok.
-            let result = self.shared.store.wait_durable(lsn).await;
+            let result = self.wait_acknowledged(lsn, self.batch.wrote).await;
+            if result.is_ok() && self.batch.wrote {
+                self.client.last_write_lsn = self.client.last_write_lsn.max(lsn);
+            }
             let failed = result.is_err() && self.batch.wrote;
             match result {
                 Ok(()) => {}
@@ -339,6 +366,80 @@ impl Connection {
         self.batch.wrote = false;
         self.batch.commands = 0;
         self.write_out().await
+    }
+
+    /// Waits until `lsn` is acknowledgeable: durable locally under the fsync
+    /// policy and, for writes, confirmed by the standbys that
+    /// `synchronous_commit` requires. Both waits run at once, so the local
+    /// and remote fsyncs overlap.
+    async fn wait_acknowledged(&self, lsn: Lsn, wrote: bool) -> Result<(), String> {
+        use walship_replication::SynchronousCommit;
+        let level = self
+            .client
+            .sync_commit
+            .unwrap_or_else(|| self.shared.replication.sync_commit());
+        if wrote && level == SynchronousCommit::Off {
+            return Ok(());
+        }
+        let local = async {
+            self.shared
+                .store
+                .wait_durable(lsn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if !wrote || !level.waits_for_standbys() {
+            return local.await;
+        }
+        let remote = self.shared.replication.wait_confirmed(lsn, level);
+        let (local, remote) = tokio::join!(local, remote);
+        local.and(remote)
+    }
+
+    /// Runs a WAIT or WALSHIP WAITLSN whose reply had to wait, and writes it.
+    async fn complete_deferred(&mut self) {
+        let Some(d) = self.client.deferred.take() else {
+            return;
+        };
+        match d {
+            commands::Deferred::Wait {
+                replicas,
+                timeout_ms,
+            } => {
+                let lsn = self.client.last_write_lsn;
+                let n = if self.shared.replication.is_standby() {
+                    0
+                } else {
+                    self.shared
+                        .replication
+                        .hub
+                        .wait_flushed_count(lsn, replicas, timeout_ms)
+                        .await
+                };
+                self.out.int(n as i64);
+            }
+            commands::Deferred::WaitLsn { lsn, timeout_ms } => {
+                let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+                loop {
+                    let engine = self.shared.store.engine();
+                    let applied = engine.end_lsn().min(engine.durable_lsn());
+                    if applied >= lsn {
+                        self.out.int(applied as i64);
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        self.out.error(&format!(
+                            "TIMEOUT this node has applied up to LSN {applied}, not yet LSN {lsn}"
+                        ));
+                        break;
+                    }
+                    let mut rx = engine.subscribe_flushed();
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_millis(20), rx.changed())
+                            .await;
+                }
+            }
+        }
     }
 
     async fn write_out(&mut self) -> io::Result<()> {

@@ -34,7 +34,8 @@ struct Node {
 }
 
 fn spawn(exe: &PathBuf, args: &[String], log: PathBuf) -> anyhow::Result<Child> {
-    let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -44,7 +45,12 @@ fn spawn(exe: &PathBuf, args: &[String], log: PathBuf) -> anyhow::Result<Child> 
         .with_context(|| format!("starting {}", exe.display()))
 }
 
-fn wait_ready(port: u16, child: &mut Child, name: &str, log: &std::path::Path) -> anyhow::Result<()> {
+fn wait_ready(
+    port: u16,
+    child: &mut Child,
+    name: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -55,7 +61,10 @@ fn wait_ready(port: u16, child: &mut Child, name: &str, log: &std::path::Path) -
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{name} did not listen on port {port} within 30 s; see {}", log.display());
+            bail!(
+                "{name} did not listen on port {port} within 30 s; see {}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -67,7 +76,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         bail!("--standbys must be between 1 and 9");
     }
     let exe = std::env::current_exe().context("finding the walship binary")?;
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut nodes: Vec<Node> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         let primary_dir = args.data_dir.join("primary");
@@ -88,7 +98,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             log.clone(),
         )?;
         wait_ready(args.port, &mut child, "the primary", &log)?;
-        nodes.push(Node { name: "primary".into(), port: args.port, admin_port: args.admin_port, child });
+        nodes.push(Node {
+            name: "primary".into(),
+            port: args.port,
+            admin_port: args.admin_port,
+            child,
+        });
         for i in 1..=args.standbys {
             let name = format!("standby{i}");
             let port = args.port + i;
@@ -112,27 +127,48 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 log.clone(),
             )?;
             wait_ready(port, &mut child, &name, &log)?;
-            nodes.push(Node { name, port, admin_port, child });
+            nodes.push(Node {
+                name,
+                port,
+                admin_port,
+                child,
+            });
         }
-        println!("walship dev: a primary and {} standbys, data under {}", args.standbys, args.data_dir.display());
+        println!(
+            "walship dev: a primary and {} standbys, data under {}",
+            args.standbys,
+            args.data_dir.display()
+        );
         println!();
-        println!("  {:<10} {:<6} {:<6} {:<12}", "node", "port", "admin", "replication");
+        println!(
+            "  {:<10} {:<6} {:<6} {:<12}",
+            "node", "port", "admin", "replication"
+        );
         for (i, n) in nodes.iter().enumerate() {
             let role = match i {
                 0 => "primary",
                 1 => "synchronous",
                 _ => "asynchronous",
             };
-            println!("  {:<10} {:<6} {:<6} {:<12}", n.name, n.port, n.admin_port, role);
+            println!(
+                "  {:<10} {:<6} {:<6} {:<12}",
+                n.name, n.port, n.admin_port, role
+            );
         }
         println!();
         println!("Try:");
         println!("  redis-cli -p {} set greeting hello          # acknowledged once standby1 has it on disk", args.port);
-        println!("  redis-cli -p {} get greeting                # read it back from a standby", args.port + 1);
+        println!(
+            "  redis-cli -p {} get greeting                # read it back from a standby",
+            args.port + 1
+        );
         println!("  redis-cli -p {} info replication", args.port);
         println!("  curl -s localhost:{}/status", args.admin_port);
         println!();
-        println!("Logs: {}/<node>.log. Ctrl-C stops everything.", args.data_dir.display());
+        println!(
+            "Logs: {}/<node>.log. Ctrl-C stops everything.",
+            args.data_dir.display()
+        );
         wait_for_signal_or_exit(&mut nodes)
     })();
     for n in nodes.iter_mut().rev() {
@@ -148,7 +184,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 fn wait_for_signal_or_exit(nodes: &mut [Node]) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

@@ -67,6 +67,16 @@ impl Server {
         shared
             .port
             .store(u64::from(local.port()), Ordering::Relaxed);
+        match shared.config.replicate_from.clone() {
+            Some(primary) => shared.replication.follow(primary, local.port()),
+            None => {
+                // IMPORTANT: a primary starts a new epoch every time it starts,
+                // so a standby holding WAL this node lost in a crash is seen
+                // as diverged instead of silently mixing two histories.
+                let (epoch, lsn) = shared.replication.begin_primary_epoch().await?;
+                tracing::info!(epoch, lsn, "serving as primary");
+            }
+        }
         Ok(Server {
             shared,
             listener,

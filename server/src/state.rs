@@ -18,6 +18,8 @@ use crate::store::Store;
 /// Everything a connection task needs, behind one `Arc`.
 pub struct Shared {
     pub store: Store,
+    /// Role, WAL senders or receiver, synchronous-commit settings.
+    pub replication: crate::replication::Replication,
     /// Settings as started; the changeable ones are mirrored in `runtime`.
     pub config: ServerConfig,
     pub runtime: RuntimeConfig,
@@ -35,7 +37,31 @@ pub struct Shared {
 impl Shared {
     pub fn new(store: Store, config: ServerConfig) -> Shared {
         let (shutdown_tx, _) = watch::channel(false);
+        let slots = Arc::new(
+            walship_replication::Slots::open(&config.data_dir, config.max_slot_wal_keep_size_bytes)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot open replication slots in {}: {e}",
+                        config.data_dir.display()
+                    )
+                }),
+        );
+        store.handle().add_retention(slots.clone());
+        let replication = crate::replication::Replication::new(
+            store.clone(),
+            slots,
+            walship_replication::SyncStandbyNames::parse(&config.synchronous_standby_names)
+                .expect("validated with the configuration"),
+            config.synchronous_commit,
+            config.synchronous_commit_timeout_ms,
+            config.name.clone(),
+            config
+                .replicate_password
+                .clone()
+                .or_else(|| config.requirepass.clone()),
+        );
         Shared {
+            replication,
             store,
             runtime: RuntimeConfig::new(&config),
             port: AtomicU64::new(u64::from(config.port)),

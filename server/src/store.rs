@@ -8,6 +8,7 @@
 use anyhow::Context;
 use bytes::Bytes;
 use walship_engine::{Engine, EngineConfig, FsyncPolicy};
+use walship_replication::EngineHandle;
 
 use crate::config::{FsyncSetting, ServerConfig};
 
@@ -35,10 +36,12 @@ pub struct StoreStats {
     pub poisoned: bool,
 }
 
-/// A cheap-to-clone handle on the storage engine.
+/// A cheap-to-clone handle on the storage engine. On a standby the engine
+/// behind it is replaced when a base backup is installed, so every call
+/// looks it up afresh.
 #[derive(Clone)]
 pub struct Store {
-    engine: Engine,
+    handle: EngineHandle,
 }
 
 fn fsync_policy(s: FsyncSetting) -> FsyncPolicy {
@@ -67,44 +70,56 @@ pub fn engine_config(cfg: &ServerConfig) -> EngineConfig {
 impl Store {
     /// Opens the engine in `cfg.data_dir`, running recovery. Blocking.
     pub fn open(cfg: &ServerConfig) -> anyhow::Result<Store> {
-        let engine = Engine::open(engine_config(cfg)).with_context(|| {
+        let ecfg = engine_config(cfg);
+        let engine = Engine::open(ecfg.clone()).with_context(|| {
             format!("cannot open the data directory {}", cfg.data_dir.display())
         })?;
-        Ok(Store { engine })
+        Ok(Store {
+            handle: EngineHandle::new(engine, ecfg),
+        })
     }
 
     /// Wraps an engine opened elsewhere (tests, embedding).
     pub fn from_engine(engine: Engine) -> Store {
-        Store { engine }
+        let cfg = engine.config().clone();
+        Store {
+            handle: EngineHandle::new(engine, cfg),
+        }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine serving now.
+    pub fn engine(&self) -> Engine {
+        self.handle.get()
     }
 
-    pub fn recovery_info(&self) -> &RecoveryInfo {
-        self.engine.recovery_info()
+    /// The swappable handle replication works with.
+    pub fn handle(&self) -> &EngineHandle {
+        &self.handle
+    }
+
+    pub fn recovery_info(&self) -> RecoveryInfo {
+        self.handle.get().recovery_info().clone()
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.engine.get(key)
+        self.handle.get().get(key)
     }
 
     pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.engine.contains_key(key)
+        self.handle.get().contains_key(key)
     }
 
     pub fn len(&self) -> usize {
-        self.engine.len()
+        self.handle.get().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.engine.is_empty()
+        self.handle.get().is_empty()
     }
 
     /// Keys strictly greater than `after`, ascending, at most `limit`.
     pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Vec<Bytes> {
-        self.engine.scan(after, limit)
+        self.handle.get().scan(after, limit)
     }
 
     /// Runs `f` under the writer slot, logs and applies the mutation it
@@ -113,26 +128,26 @@ impl Store {
         &self,
         f: impl FnOnce(&View) -> (Option<Mutation>, R),
     ) -> Result<(Option<Lsn>, R), WriteError> {
-        self.engine.transact(f)
+        self.handle.get().transact(f)
     }
 
     /// Completes when everything up to `lsn` is durable under the fsync policy.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WriteError> {
-        self.engine.wait_durable(lsn).await
+        self.handle.get().wait_durable(lsn).await
     }
 
     /// Writes a checkpoint. Blocking: call from `spawn_blocking`/`block_in_place`.
     pub fn checkpoint(&self) -> anyhow::Result<CheckpointInfo> {
-        Ok(self.engine.checkpoint()?)
+        Ok(self.handle.get().checkpoint()?)
     }
 
     /// Makes everything durable and stops background work. Blocking.
     pub fn shutdown(&self) -> anyhow::Result<()> {
-        Ok(self.engine.shutdown()?)
+        Ok(self.handle.get().shutdown()?)
     }
 
     pub fn stats(&self) -> StoreStats {
-        let s = self.engine.stats();
+        let s = self.handle.get().stats();
         StoreStats {
             wal_bytes_written: s.wal_bytes_written,
             fsyncs: s.fsyncs,
@@ -150,27 +165,23 @@ impl Store {
     }
 
     pub fn end_lsn(&self) -> Lsn {
-        self.engine.end_lsn()
+        self.handle.get().end_lsn()
+    }
+
+    /// Writes up to here are durable under the fsync policy.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.handle.get().durable_lsn()
     }
 
     pub fn flushed_lsn(&self) -> Lsn {
-        self.engine.flushed_lsn()
-    }
-
-    /// Writes up to here are durable under the fsync policy: fsynced with
-    /// `always`, handed to the OS otherwise.
-    pub fn durable_lsn(&self) -> Lsn {
-        match self.engine.fsync_policy() {
-            FsyncPolicy::Always => self.engine.flushed_lsn(),
-            FsyncPolicy::IntervalMs(_) | FsyncPolicy::Never => self.engine.written_lsn(),
-        }
+        self.handle.get().flushed_lsn()
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.engine.cluster_id()
+        self.handle.get().cluster_id()
     }
 
     pub fn epoch(&self) -> u64 {
-        self.engine.epoch()
+        self.handle.get().epoch()
     }
 }

@@ -56,7 +56,11 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         Ok(Arc::new(FsFile { file }))
     }
 
@@ -84,7 +88,11 @@ impl Storage for FsStorage {
         fs::create_dir_all(dir)?;
         // IMPORTANT: fsync every ancestor, or the new directories may vanish in a power loss.
         for ancestor in dir.ancestors().skip(1) {
-            let ancestor = if ancestor.as_os_str().is_empty() { Path::new(".") } else { ancestor };
+            let ancestor = if ancestor.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                ancestor
+            };
             self.sync_dir(ancestor)?;
         }
         Ok(())

@@ -100,7 +100,9 @@ pub fn read_file(storage: &dyn Storage, path: &Path) -> io::Result<Vec<u8>> {
 }
 
 pub(crate) fn parent_dir(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {

@@ -63,7 +63,10 @@ impl State {
         }
         if let Some(cap) = self.faults.capacity_bytes {
             if self.used_bytes() + (new_len - old_len) as u64 > cap {
-                return Err(io::Error::new(io::ErrorKind::StorageFull, "No space left on device (simulated)"));
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "No space left on device (simulated)",
+                ));
             }
         }
         Ok(())
@@ -111,13 +114,25 @@ impl SimStorage {
         let mut inodes: HashMap<u64, Inode> = st
             .inodes
             .iter()
-            .map(|(&n, i)| (n, Inode { live: i.durable.clone(), durable: i.durable.clone() }))
+            .map(|(&n, i)| {
+                (
+                    n,
+                    Inode {
+                        live: i.durable.clone(),
+                        durable: i.durable.clone(),
+                    },
+                )
+            })
             .collect();
         if let Some(seed) = tear_seed.filter(|_| !st.unsynced_writes.is_empty()) {
             let mut rng = StdRng::seed_from_u64(seed);
             let reached = rng.gen_range(0..st.unsynced_writes.len());
             for (i, w) in st.unsynced_writes.iter().enumerate().take(reached + 1) {
-                let keep = if i == reached { rng.gen_range(0..=w.data.len()) } else { w.data.len() };
+                let keep = if i == reached {
+                    rng.gen_range(0..=w.data.len())
+                } else {
+                    w.data.len()
+                };
                 if let Some(inode) = inodes.get_mut(&w.inode) {
                     let off = w.offset as usize;
                     let end = off + keep;
@@ -129,7 +144,8 @@ impl SimStorage {
                 }
             }
         }
-        let reachable: std::collections::HashSet<u64> = st.durable_entries.values().copied().collect();
+        let reachable: std::collections::HashSet<u64> =
+            st.durable_entries.values().copied().collect();
         inodes.retain(|n, _| reachable.contains(n));
         let new_state = State {
             inodes,
@@ -141,7 +157,9 @@ impl SimStorage {
             unsynced_writes: Vec::new(),
             fsyncs: 0,
         };
-        SimStorage { state: Arc::new(Mutex::new(new_state)) }
+        SimStorage {
+            state: Arc::new(Mutex::new(new_state)),
+        }
     }
 
     /// Flips bits in a file's live and durable image, as media corruption would.
@@ -151,7 +169,10 @@ impl SimStorage {
         let inode = st.inodes.get_mut(&n).expect("inode of a live entry");
         let off = offset as usize;
         if off >= inode.live.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past end"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset past end",
+            ));
         }
         inode.live[off] ^= xor;
         if off < inode.durable.len() {
@@ -162,7 +183,10 @@ impl SimStorage {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file (simulated)", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file (simulated)", path.display()),
+    )
 }
 
 impl StorageFile for SimFile {
@@ -174,9 +198,14 @@ impl StorageFile for SimFile {
         let st = self.state.lock();
         let live = &st.inodes[&self.inode].live;
         let off = offset as usize;
-        let end = off.checked_add(buf.len()).ok_or_else(|| io::Error::other("overflow"))?;
+        let end = off
+            .checked_add(buf.len())
+            .ok_or_else(|| io::Error::other("overflow"))?;
         if end > live.len() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file (simulated)"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end of file (simulated)",
+            ));
         }
         buf.copy_from_slice(&live[off..end]);
         Ok(())
@@ -192,7 +221,11 @@ impl StorageFile for SimFile {
             inode.live.resize(end, 0);
         }
         inode.live[offset as usize..end].copy_from_slice(buf);
-        st.unsynced_writes.push(PendingWrite { inode: self.inode, offset, data: buf.to_vec() });
+        st.unsynced_writes.push(PendingWrite {
+            inode: self.inode,
+            offset,
+            data: buf.to_vec(),
+        });
         Ok(())
     }
 
@@ -200,7 +233,11 @@ impl StorageFile for SimFile {
         let mut st = self.state.lock();
         let old_len = st.inodes[&self.inode].live.len();
         st.check_growth(old_len, len as usize)?;
-        st.inodes.get_mut(&self.inode).expect("open inode exists").live.resize(len as usize, 0);
+        st.inodes
+            .get_mut(&self.inode)
+            .expect("open inode exists")
+            .live
+            .resize(len as usize, 0);
         Ok(())
     }
 
@@ -208,7 +245,9 @@ impl StorageFile for SimFile {
         let mut st = self.state.lock();
         if st.faults.fail_fsyncs > 0 {
             st.faults.fail_fsyncs -= 1;
-            return Err(io::Error::other("Input/output error (simulated fsync failure)"));
+            return Err(io::Error::other(
+                "Input/output error (simulated fsync failure)",
+            ));
         }
         let inode = st.inodes.get_mut(&self.inode).expect("open inode exists");
         inode.durable.clone_from(&inode.live);
@@ -219,7 +258,9 @@ impl StorageFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Bytes> {
-        Ok(Bytes::copy_from_slice(&self.state.lock().inodes[&self.inode].live))
+        Ok(Bytes::copy_from_slice(
+            &self.state.lock().inodes[&self.inode].live,
+        ))
     }
 }
 
@@ -227,31 +268,45 @@ impl Storage for SimStorage {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let st = self.state.lock();
         let inode = *st.live_entries.get(path).ok_or_else(|| not_found(path))?;
-        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+        Ok(Arc::new(SimFile {
+            state: self.state.clone(),
+            inode,
+        }))
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let mut st = self.state.lock();
         if st.live_entries.contains_key(path) {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
         }
         let inode = st.next_inode;
         st.next_inode += 1;
         st.inodes.insert(inode, Inode::default());
         st.live_entries.insert(path.to_path_buf(), inode);
-        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
+        Ok(Arc::new(SimFile {
+            state: self.state.clone(),
+            inode,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        let inode = st.live_entries.remove(from).ok_or_else(|| not_found(from))?;
+        let inode = st
+            .live_entries
+            .remove(from)
+            .ok_or_else(|| not_found(from))?;
         st.live_entries.insert(to.to_path_buf(), inode);
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        st.live_entries.remove(path).ok_or_else(|| not_found(path))?;
+        st.live_entries
+            .remove(path)
+            .ok_or_else(|| not_found(path))?;
         Ok(())
     }
 
@@ -285,8 +340,12 @@ impl Storage for SimStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.state.lock();
-        let live: Vec<(PathBuf, u64)> =
-            st.live_entries.iter().filter(|(p, _)| p.parent() == Some(dir)).map(|(p, &i)| (p.clone(), i)).collect();
+        let live: Vec<(PathBuf, u64)> = st
+            .live_entries
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
         st.durable_entries.retain(|p, _| p.parent() != Some(dir));
         st.durable_entries.extend(live);
         Ok(())
@@ -316,7 +375,11 @@ mod tests {
         f.write_all_at(b" world", 5).unwrap();
         let after = s.power_loss(None);
         let mut buf = vec![0; 5];
-        after.open(&d.join("a")).unwrap().read_exact_at(&mut buf, 0).unwrap();
+        after
+            .open(&d.join("a"))
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
         assert_eq!(&buf, b"hello");
         assert_eq!(after.open(&d.join("a")).unwrap().len().unwrap(), 5);
     }
@@ -332,14 +395,21 @@ mod tests {
         let len = after.open(&d.join("a")).unwrap().len().unwrap();
         assert!(len <= 100);
         let mut buf = vec![0; len as usize];
-        after.open(&d.join("a")).unwrap().read_exact_at(&mut buf, 0).unwrap();
+        after
+            .open(&d.join("a"))
+            .unwrap()
+            .read_exact_at(&mut buf, 0)
+            .unwrap();
         assert!(buf.iter().all(|&b| b == 7));
     }
 
     #[test]
     fn capacity_refuses_growth_and_changes_nothing() {
         let s = SimStorage::new();
-        s.set_faults(SimFaults { capacity_bytes: Some(10), ..Default::default() });
+        s.set_faults(SimFaults {
+            capacity_bytes: Some(10),
+            ..Default::default()
+        });
         let f = s.create(Path::new("/a")).unwrap();
         f.write_all_at(b"12345678", 0).unwrap();
         let err = f.write_all_at(b"abcdef", 8).unwrap_err();
@@ -353,7 +423,10 @@ mod tests {
     fn failed_fsync_is_reported() {
         let s = SimStorage::new();
         let f = s.create(Path::new("/a")).unwrap();
-        s.set_faults(SimFaults { fail_fsyncs: 1, ..Default::default() });
+        s.set_faults(SimFaults {
+            fail_fsyncs: 1,
+            ..Default::default()
+        });
         assert!(f.sync_data().is_err());
         assert!(f.sync_data().is_ok());
     }

@@ -35,8 +35,19 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(header: SegmentHeader, path: PathBuf, file: Arc<dyn StorageFile>, dir_synced: bool) -> Self {
-        Segment { header, path, file, dir_synced: AtomicBool::new(dir_synced), sealed_map: Mutex::new(None) }
+    pub fn new(
+        header: SegmentHeader,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        dir_synced: bool,
+    ) -> Self {
+        Segment {
+            header,
+            path,
+            file,
+            dir_synced: AtomicBool::new(dir_synced),
+            sealed_map: Mutex::new(None),
+        }
     }
 
     pub fn start_lsn(&self) -> u64 {
@@ -49,7 +60,10 @@ impl Segment {
 
     /// File offset of `lsn`, which must lie in this segment.
     pub fn file_offset(&self, lsn: u64) -> u64 {
-        assert!(lsn >= self.start_lsn() && lsn <= self.end_lsn(), "LSN {lsn} outside segment");
+        assert!(
+            lsn >= self.start_lsn() && lsn <= self.end_lsn(),
+            "LSN {lsn} outside segment"
+        );
         SEGMENT_HEADER_BYTES + (lsn - self.start_lsn())
     }
 
@@ -77,7 +91,9 @@ pub(crate) struct Segments {
 
 impl Segments {
     pub fn from_map(map: BTreeMap<u64, Arc<Segment>>) -> Self {
-        Segments { map: RwLock::new(map) }
+        Segments {
+            map: RwLock::new(map),
+        }
     }
 
     /// The segment holding `lsn` (a segment's end LSN belongs to the next one).
@@ -107,13 +123,22 @@ impl Segments {
     /// Removes and returns every segment that ends at or below `lsn`.
     pub fn remove_below(&self, lsn: u64) -> Vec<Arc<Segment>> {
         let mut map = self.map.write();
-        let doomed: Vec<u64> = map.values().filter(|s| s.end_lsn() <= lsn).map(|s| s.start_lsn()).collect();
+        let doomed: Vec<u64> = map
+            .values()
+            .filter(|s| s.end_lsn() <= lsn)
+            .map(|s| s.start_lsn())
+            .collect();
         doomed.into_iter().filter_map(|k| map.remove(&k)).collect()
     }
 
     /// Reads stream bytes `[lsn, lsn + len)`. Zero copy within one sealed segment.
     pub fn read(&self, lsn: u64, len: usize, sealed_below: u64) -> io::Result<Bytes> {
-        let first = self.find(lsn).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("WAL at LSN {lsn} is not present")))?;
+        let first = self.find(lsn).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("WAL at LSN {lsn} is not present"),
+            )
+        })?;
         if lsn + len as u64 <= first.end_lsn() && first.end_lsn() <= sealed_below {
             let map = first.map_sealed()?;
             let off = first.file_offset(lsn) as usize;
@@ -125,9 +150,15 @@ impl Segments {
         let mut pos = 0usize;
         while pos < len {
             let at = lsn + pos as u64;
-            let seg = self.find(at).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("WAL at LSN {at} is not present")))?;
+            let seg = self.find(at).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("WAL at LSN {at} is not present"),
+                )
+            })?;
             let n = usize::try_from((seg.end_lsn() - at).min((len - pos) as u64)).expect("fits");
-            seg.file.read_exact_at(&mut out[pos..pos + n], seg.file_offset(at))?;
+            seg.file
+                .read_exact_at(&mut out[pos..pos + n], seg.file_offset(at))?;
             pos += n;
         }
         Ok(Bytes::from(out))

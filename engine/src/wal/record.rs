@@ -161,7 +161,10 @@ impl Mutation {
     /// against [`RECORD_PAYLOAD_MAX_BYTES`].
     pub fn encode(&self, lsn: u64, out: &mut Vec<u8>) -> usize {
         let payload_len = self.payload_len();
-        assert!(payload_len <= RECORD_PAYLOAD_MAX_BYTES as usize, "record payload over the limit");
+        assert!(
+            payload_len <= RECORD_PAYLOAD_MAX_BYTES as usize,
+            "record payload over the limit"
+        );
         let start = out.len();
         out.put_u32_le(payload_len as u32);
         out.put_u32_le(0); // CRC, filled below
@@ -169,8 +172,16 @@ impl Mutation {
         out.put_slice(&[0, 0, 0]);
         self.encode_payload(out);
         let end = out.len();
-        assert_eq!(end - start, RECORD_HEADER_BYTES + payload_len, "encoded length matches payload_len");
-        let crc = record_crc(lsn, &out[start + 8..start + RECORD_HEADER_BYTES], &out[start + RECORD_HEADER_BYTES..end]);
+        assert_eq!(
+            end - start,
+            RECORD_HEADER_BYTES + payload_len,
+            "encoded length matches payload_len"
+        );
+        let crc = record_crc(
+            lsn,
+            &out[start + 8..start + RECORD_HEADER_BYTES],
+            &out[start + RECORD_HEADER_BYTES..end],
+        );
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         end - start
     }
@@ -184,9 +195,14 @@ impl Mutation {
             RecordType::Put => {
                 let klen = take_u32(&mut p)? as usize;
                 let key = take_bytes(&mut p, klen)?;
-                Mutation::Put { key, value: p.split_off(0) }
+                Mutation::Put {
+                    key,
+                    value: p.split_off(0),
+                }
             }
-            RecordType::Delete => Mutation::Delete { key: p.split_off(0) },
+            RecordType::Delete => Mutation::Delete {
+                key: p.split_off(0),
+            },
             RecordType::Batch => {
                 let n = take_u32(&mut p)? as usize;
                 // Each op needs at least 5 bytes: bound the allocation by the payload.
@@ -226,7 +242,9 @@ impl Mutation {
                 if p.remaining() != 8 {
                     return Err(DecodeError("epoch record of wrong size"));
                 }
-                Mutation::EpochChange { epoch: p.get_u64_le() }
+                Mutation::EpochChange {
+                    epoch: p.get_u64_le(),
+                }
             }
         };
         Ok(m)
@@ -309,7 +327,11 @@ pub fn parse(lsn: u64, buf: &Bytes) -> Parsed {
     if record_crc(lsn, &header[8..12], &payload) != crc {
         return Parsed::Corrupt("CRC mismatch");
     }
-    Parsed::Record { rtype, payload, len }
+    Parsed::Record {
+        rtype,
+        payload,
+        len,
+    }
 }
 
 #[cfg(test)]
@@ -323,7 +345,11 @@ mod tests {
         assert_eq!(n, buf.len());
         let bytes = Bytes::from(buf);
         match parse(lsn, &bytes) {
-            Parsed::Record { rtype, payload, len } => {
+            Parsed::Record {
+                rtype,
+                payload,
+                len,
+            } => {
                 assert_eq!(len, n);
                 assert_eq!(Mutation::decode(rtype, &payload).unwrap(), m);
             }
@@ -335,11 +361,20 @@ mod tests {
 
     #[test]
     fn every_record_type_roundtrips() {
-        roundtrip(Mutation::Put { key: "k".into(), value: "v".into() }, 0);
+        roundtrip(
+            Mutation::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+            0,
+        );
         roundtrip(Mutation::Delete { key: "k".into() }, 77);
         roundtrip(
             Mutation::Batch(vec![
-                BatchOp::Put { key: "a".into(), value: "1".into() },
+                BatchOp::Put {
+                    key: "a".into(),
+                    value: "1".into(),
+                },
                 BatchOp::Delete { key: "b".into() },
             ]),
             1 << 40,
@@ -352,10 +387,17 @@ mod tests {
     fn zero_header_is_end_and_flipped_bit_is_corrupt() {
         assert_eq!(parse(0, &Bytes::from(vec![0u8; 64])), Parsed::End);
         let mut buf = Vec::new();
-        Mutation::Put { key: "k".into(), value: "value".into() }.encode(100, &mut buf);
+        Mutation::Put {
+            key: "k".into(),
+            value: "value".into(),
+        }
+        .encode(100, &mut buf);
         let last = buf.len() - 1;
         buf[last] ^= 1;
-        assert_eq!(parse(100, &Bytes::from(buf)), Parsed::Corrupt("CRC mismatch"));
+        assert_eq!(
+            parse(100, &Bytes::from(buf)),
+            Parsed::Corrupt("CRC mismatch")
+        );
     }
 
     proptest! {

@@ -59,7 +59,9 @@ impl Stream {
     /// Bytes `[lsn, lsn+len)`, clipped to the stream's end.
     fn read(&self, lsn: u64, len: usize) -> Bytes {
         let len = len.min(self.end().saturating_sub(lsn) as usize);
-        let Some(i) = self.part_index(lsn) else { return Bytes::new() };
+        let Some(i) = self.part_index(lsn) else {
+            return Bytes::new();
+        };
         let m = &self.parts[i];
         let off = m.seg.file_offset(lsn) as usize;
         if lsn + len as u64 <= m.seg.end_lsn() {
@@ -83,7 +85,11 @@ impl Stream {
     fn parse(&self, lsn: u64) -> Parsed {
         let header = self.read(lsn, RECORD_HEADER_BYTES);
         if header.len() < RECORD_HEADER_BYTES {
-            return if header.iter().all(|&b| b == 0) { Parsed::End } else { Parsed::Incomplete };
+            return if header.iter().all(|&b| b == 0) {
+                Parsed::End
+            } else {
+                Parsed::Incomplete
+            };
         }
         if header.iter().all(|&b| b == 0) {
             return Parsed::End;
@@ -107,7 +113,9 @@ impl Stream {
     /// non-zero byte seen, scanning to the end of the stream.
     fn scan_for_valid(&self, from: u64) -> (Option<u64>, Option<u64>) {
         let mut last_nonzero = None;
-        let Some(first) = self.part_index(from) else { return (None, None) };
+        let Some(first) = self.part_index(from) else {
+            return (None, None);
+        };
         for m in &self.parts[first..] {
             let begin = from.max(m.seg.start_lsn());
             let off0 = m.seg.file_offset(begin) as usize;
@@ -140,20 +148,26 @@ pub(crate) fn recover(
     from_lsn: u64,
     apply: &mut dyn FnMut(u64, Mutation) -> Result<(), EngineError>,
 ) -> Result<RecoveredWal, EngineError> {
-    let names = storage.list(wal_dir).map_err(|e| EngineError::io(wal_dir, e))?;
+    let names = storage
+        .list(wal_dir)
+        .map_err(|e| EngineError::io(wal_dir, e))?;
     let mut found: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
     for name in names {
         let path = wal_dir.join(&name);
         if name.ends_with(PREPARED_SUFFIX) || name.ends_with(".tmp") {
             // Preallocated, never used: safe to drop.
-            storage.remove(&path).map_err(|e| EngineError::io(&path, e))?;
+            storage
+                .remove(&path)
+                .map_err(|e| EngineError::io(&path, e))?;
             continue;
         }
         match segment::parse_segment_file_name(&name) {
             Some(lsn) => {
                 found.insert(lsn, path);
             }
-            None => tracing::warn!(file = %path.display(), "ignoring unexpected file in the WAL directory"),
+            None => {
+                tracing::warn!(file = %path.display(), "ignoring unexpected file in the WAL directory")
+            }
         }
     }
 
@@ -163,25 +177,40 @@ pub(crate) fn recover(
         let file = storage.open(&path).map_err(|e| EngineError::io(&path, e))?;
         let len = file.len().map_err(|e| EngineError::io(&path, e))?;
         let mut hbuf = [0u8; segment::SEGMENT_HEADER_BYTES as usize];
-        let bad = |reason: String| EngineError::BadSegment { file: path.clone(), reason };
+        let bad = |reason: String| EngineError::BadSegment {
+            file: path.clone(),
+            reason,
+        };
         if len < segment::SEGMENT_HEADER_BYTES {
-            return Err(bad(format!("file is {len} bytes, shorter than a segment header")));
+            return Err(bad(format!(
+                "file is {len} bytes, shorter than a segment header"
+            )));
         }
-        file.read_exact_at(&mut hbuf, 0).map_err(|e| EngineError::io(&path, e))?;
+        file.read_exact_at(&mut hbuf, 0)
+            .map_err(|e| EngineError::io(&path, e))?;
         let header = match SegmentHeader::decode(&hbuf) {
             Ok(h) => h,
             Err(HeaderProblem::Blank) if i + 1 == count => {
                 // Activated but its header never reached the disk: it holds nothing.
                 tracing::warn!(file = %path.display(), "removing a WAL segment whose header was never made durable");
-                storage.remove(&path).map_err(|e| EngineError::io(&path, e))?;
-                storage.sync_dir(wal_dir).map_err(|e| EngineError::io(wal_dir, e))?;
+                storage
+                    .remove(&path)
+                    .map_err(|e| EngineError::io(&path, e))?;
+                storage
+                    .sync_dir(wal_dir)
+                    .map_err(|e| EngineError::io(wal_dir, e))?;
                 continue;
             }
-            Err(HeaderProblem::Blank) => return Err(bad("header is all zeros but later segments exist".into())),
+            Err(HeaderProblem::Blank) => {
+                return Err(bad("header is all zeros but later segments exist".into()))
+            }
             Err(HeaderProblem::Invalid(r)) => return Err(bad(r.to_string())),
         };
         if header.start_lsn != name_lsn {
-            return Err(bad(format!("header says start LSN {} but the file name says {name_lsn}", header.start_lsn)));
+            return Err(bad(format!(
+                "header says start LSN {} but the file name says {name_lsn}",
+                header.start_lsn
+            )));
         }
         if header.cluster_id != cluster_id {
             return Err(bad(format!(
@@ -190,28 +219,48 @@ pub(crate) fn recover(
             )));
         }
         if len != header.segment_size_bytes {
-            return Err(bad(format!("file is {len} bytes, header says {}", header.segment_size_bytes)));
+            return Err(bad(format!(
+                "file is {len} bytes, header says {}",
+                header.segment_size_bytes
+            )));
         }
         if let Some(prev) = segments.values().next_back() {
             if prev.end_lsn() != header.start_lsn {
                 let expected = segment::segment_path(wal_dir, prev.end_lsn());
-                return Err(EngineError::MissingSegment { expected, lsn: prev.end_lsn() });
+                return Err(EngineError::MissingSegment {
+                    expected,
+                    lsn: prev.end_lsn(),
+                });
             }
         }
-        segments.insert(header.start_lsn, Arc::new(Segment::new(header, path, file, true)));
+        segments.insert(
+            header.start_lsn,
+            Arc::new(Segment::new(header, path, file, true)),
+        );
     }
 
     if segments.is_empty() {
-        return Ok(RecoveredWal { segments, end_lsn: from_lsn, records: 0, torn_bytes: 0 });
+        return Ok(RecoveredWal {
+            segments,
+            end_lsn: from_lsn,
+            records: 0,
+            torn_bytes: 0,
+        });
     }
     let first = *segments.keys().next().expect("non-empty");
     if from_lsn < first {
-        return Err(EngineError::MissingSegment { expected: segment::segment_path(wal_dir, from_lsn), lsn: from_lsn });
+        return Err(EngineError::MissingSegment {
+            expected: segment::segment_path(wal_dir, from_lsn),
+            lsn: from_lsn,
+        });
     }
     let mut parts = Vec::with_capacity(segments.len());
     for seg in segments.values() {
         let map = seg.file.map().map_err(|e| EngineError::io(&seg.path, e))?;
-        parts.push(Mapped { seg: seg.clone(), map });
+        parts.push(Mapped {
+            seg: seg.clone(),
+            map,
+        });
     }
     let stream = Stream { parts };
     if from_lsn > stream.end() {
@@ -229,8 +278,17 @@ pub(crate) fn recover(
             break;
         }
         let reason = match stream.parse(lsn) {
-            Parsed::Record { rtype, payload, len } => {
-                let seg_path = || stream.parts[stream.part_index(lsn).expect("in stream")].seg.path.clone();
+            Parsed::Record {
+                rtype,
+                payload,
+                len,
+            } => {
+                let seg_path = || {
+                    stream.parts[stream.part_index(lsn).expect("in stream")]
+                        .seg
+                        .path
+                        .clone()
+                };
                 let m = Mutation::decode(rtype, &payload).map_err(|e| EngineError::BadRecord {
                     file: seg_path(),
                     lsn,
@@ -268,7 +326,12 @@ pub(crate) fn recover(
         }
         break;
     }
-    Ok(RecoveredWal { segments, end_lsn: lsn, records, torn_bytes })
+    Ok(RecoveredWal {
+        segments,
+        end_lsn: lsn,
+        records,
+        torn_bytes,
+    })
 }
 
 /// Durably zeroes stream bytes `[from, to)`.
@@ -278,8 +341,12 @@ fn zero_range(stream: &Stream, from: u64, to: u64) -> Result<(), EngineError> {
         let seg = &stream.parts[stream.part_index(at).expect("in stream")].seg;
         let n = (seg.end_lsn().min(to) - at) as usize;
         let zeros = vec![0u8; n];
-        seg.file.write_all_at(&zeros, seg.file_offset(at)).map_err(|e| EngineError::io(&seg.path, e))?;
-        seg.file.sync_data().map_err(|e| EngineError::io(&seg.path, e))?;
+        seg.file
+            .write_all_at(&zeros, seg.file_offset(at))
+            .map_err(|e| EngineError::io(&seg.path, e))?;
+        seg.file
+            .sync_data()
+            .map_err(|e| EngineError::io(&seg.path, e))?;
         at += n as u64;
     }
     Ok(())

@@ -99,7 +99,9 @@ impl SegmentHeader {
             return Err(HeaderProblem::Blank);
         }
         if b[0..8] != SEGMENT_MAGIC {
-            return Err(HeaderProblem::Invalid("bad magic number (not a walship WAL segment)"));
+            return Err(HeaderProblem::Invalid(
+                "bad magic number (not a walship WAL segment)",
+            ));
         }
         let crc = u32::from_le_bytes(b[60..64].try_into().expect("4 bytes"));
         if crc32fast::hash(&b[0..60]) != crc {
@@ -156,18 +158,29 @@ mod tests {
 
     #[test]
     fn header_roundtrips_and_detects_damage() {
-        let h = SegmentHeader { cluster_id: 42, epoch: 3, start_lsn: 1 << 33, segment_size_bytes: 1 << 20 };
+        let h = SegmentHeader {
+            cluster_id: 42,
+            epoch: 3,
+            start_lsn: 1 << 33,
+            segment_size_bytes: 1 << 20,
+        };
         let mut b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
         b[20] ^= 0x10;
-        assert_eq!(SegmentHeader::decode(&b), Err(HeaderProblem::Invalid("header CRC mismatch")));
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(HeaderProblem::Invalid("header CRC mismatch"))
+        );
         assert_eq!(SegmentHeader::decode(&[0u8; 64]), Err(HeaderProblem::Blank));
     }
 
     #[test]
     fn file_names_sort_by_lsn() {
         assert_eq!(segment_file_name(0x1234), "0000000000001234.wal");
-        assert_eq!(parse_segment_file_name("0000000000001234.wal"), Some(0x1234));
+        assert_eq!(
+            parse_segment_file_name("0000000000001234.wal"),
+            Some(0x1234)
+        );
         assert_eq!(parse_segment_file_name("0000000000001234.wal.prep"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
         assert!(segment_file_name(0xF) < segment_file_name(0x10));

@@ -44,7 +44,9 @@ impl std::str::FromStr for FsyncPolicy {
             "never" => Ok(FsyncPolicy::Never),
             _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
                 Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::IntervalMs(ms)),
-                _ => Err(format!("invalid fsync policy '{s}': expected always, interval:<ms> (ms > 0) or never")),
+                _ => Err(format!(
+                    "invalid fsync policy '{s}': expected always, interval:<ms> (ms > 0) or never"
+                )),
             },
         }
     }
@@ -181,7 +183,12 @@ impl Wal {
             wal_dir,
             segments,
             policy,
-            queue: Mutex::new(Queue { buf: Vec::new(), start_lsn: end_lsn, sync_requested: 0, shutdown: false }),
+            queue: Mutex::new(Queue {
+                buf: Vec::new(),
+                start_lsn: end_lsn,
+                sync_requested: 0,
+                shutdown: false,
+            }),
             queue_cv: Condvar::new(),
             progress_cv: Condvar::new(),
             written_lsn: AtomicU64::new(end_lsn),
@@ -231,24 +238,45 @@ impl Wal {
     }
 
     /// Appends bytes already framed at `lsn` (replicated WAL). The caller verified them.
-    pub fn append_raw(&self, lsn: u64, bytes: &[u8], records: u64, epoch: u64) -> Result<u64, WriteError> {
+    pub fn append_raw(
+        &self,
+        lsn: u64,
+        bytes: &[u8],
+        records: u64,
+        epoch: u64,
+    ) -> Result<u64, WriteError> {
         let end = self.end_lsn();
         if lsn != end {
-            return Err(WriteError::BadReplicatedWal(format!("WAL chunk starts at LSN {lsn} but this node's WAL ends at {end}")));
+            return Err(WriteError::BadReplicatedWal(format!(
+                "WAL chunk starts at LSN {lsn} but this node's WAL ends at {end}"
+            )));
         }
-        let r = self.append_with(bytes.len() as u64, epoch, |_, buf| buf.extend_from_slice(bytes))?;
-        self.shared.counters.records_appended.fetch_add(records.saturating_sub(1), Ordering::Relaxed);
+        let r = self.append_with(bytes.len() as u64, epoch, |_, buf| {
+            buf.extend_from_slice(bytes)
+        })?;
+        self.shared
+            .counters
+            .records_appended
+            .fetch_add(records.saturating_sub(1), Ordering::Relaxed);
         Ok(r)
     }
 
-    fn append_with(&self, len: u64, epoch: u64, encode: impl FnOnce(u64, &mut Vec<u8>)) -> Result<u64, WriteError> {
+    fn append_with(
+        &self,
+        len: u64,
+        epoch: u64,
+        encode: impl FnOnce(u64, &mut Vec<u8>),
+    ) -> Result<u64, WriteError> {
         if let Some(reason) = self.shared.poison_reason() {
             return Err(WriteError::Poisoned(reason));
         }
         let start = self.end_lsn();
         self.ensure_allocated(start + len, epoch)?;
         let mut q = self.shared.queue.lock();
-        while q.buf.len() >= QUEUE_MAX_BYTES && !q.shutdown && !self.shared.is_poisoned.load(Ordering::Acquire) {
+        while q.buf.len() >= QUEUE_MAX_BYTES
+            && !q.shutdown
+            && !self.shared.is_poisoned.load(Ordering::Acquire)
+        {
             self.shared.progress_cv.wait(&mut q);
         }
         if q.shutdown {
@@ -261,9 +289,16 @@ impl Wal {
         assert_eq!(lsn, start, "only one appender at a time");
         let before = q.buf.len();
         encode(lsn, &mut q.buf);
-        assert_eq!((q.buf.len() - before) as u64, len, "encoded length as reserved");
+        assert_eq!(
+            (q.buf.len() - before) as u64,
+            len,
+            "encoded length as reserved"
+        );
         drop(q);
-        self.shared.counters.records_appended.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .records_appended
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.queue_cv.notify_one();
         Ok(lsn + len)
     }
@@ -275,7 +310,12 @@ impl Wal {
             let alloc_end = self.shared.segments.allocated_end().unwrap_or(0);
             if alloc_end >= lsn {
                 // Keep one segment prepared ahead once the last is half used.
-                let last_start = self.shared.segments.find(alloc_end.saturating_sub(1)).map(|s| s.start_lsn()).unwrap_or(0);
+                let last_start = self
+                    .shared
+                    .segments
+                    .find(alloc_end.saturating_sub(1))
+                    .map(|s| s.start_lsn())
+                    .unwrap_or(0);
                 if lsn.saturating_sub(last_start) * 2 >= alloc_end - last_start {
                     self.prepare_in_background(alloc_end);
                 }
@@ -311,9 +351,15 @@ impl Wal {
         let final_path = segment::segment_path(wal_dir, start_lsn);
         let io_err = |path: &Path, e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::StorageFull {
-                WriteError::DiskFull { path: path.to_path_buf(), detail: e.to_string() }
+                WriteError::DiskFull {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                }
             } else {
-                WriteError::Io { path: path.to_path_buf(), detail: e.to_string() }
+                WriteError::Io {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                }
             }
         };
         let prepared = match self.preparing.lock().take() {
@@ -325,17 +371,32 @@ impl Wal {
             None => false,
         };
         if !prepared {
-            preallocate(storage, &prep_path, self.segment_size_bytes).map_err(|e| io_err(&final_path, e))?;
+            preallocate(storage, &prep_path, self.segment_size_bytes)
+                .map_err(|e| io_err(&final_path, e))?;
         }
-        let header =
-            SegmentHeader { cluster_id: self.cluster_id, epoch, start_lsn, segment_size_bytes: self.segment_size_bytes };
-        let file = storage.open(&prep_path).map_err(|e| io_err(&prep_path, e))?;
-        file.write_all_at(&header.encode(), 0).map_err(|e| io_err(&prep_path, e))?;
-        storage.rename(&prep_path, &final_path).map_err(|e| io_err(&final_path, e))?;
+        let header = SegmentHeader {
+            cluster_id: self.cluster_id,
+            epoch,
+            start_lsn,
+            segment_size_bytes: self.segment_size_bytes,
+        };
+        let file = storage
+            .open(&prep_path)
+            .map_err(|e| io_err(&prep_path, e))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| io_err(&prep_path, e))?;
+        storage
+            .rename(&prep_path, &final_path)
+            .map_err(|e| io_err(&final_path, e))?;
         // The header and the directory entry become durable with the flusher's
         // first fsync of this segment (it syncs the directory first).
-        self.shared.segments.insert(Arc::new(Segment::new(header, final_path, file, false)));
-        self.shared.counters.segments_created.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .segments
+            .insert(Arc::new(Segment::new(header, final_path, file, false)));
+        self.shared
+            .counters
+            .segments_created
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -354,7 +415,9 @@ impl Wal {
             if q.shutdown {
                 return Err(WriteError::Closed);
             }
-            self.shared.progress_cv.wait_for(&mut q, Duration::from_millis(50));
+            self.shared
+                .progress_cv
+                .wait_for(&mut q, Duration::from_millis(50));
         }
     }
 
@@ -377,7 +440,10 @@ impl Wal {
         }
     }
 
-    fn register_waiter(&self, lsn: u64) -> Option<Result<oneshot::Receiver<Result<(), WriteError>>, WriteError>> {
+    fn register_waiter(
+        &self,
+        lsn: u64,
+    ) -> Option<Result<oneshot::Receiver<Result<(), WriteError>>, WriteError>> {
         if self.shared.ack_lsn() >= lsn {
             return None;
         }
@@ -458,7 +524,8 @@ fn flusher_loop(shared: &WalShared) {
         let (data, start, sync_requested, shutdown) = {
             let mut q = shared.queue.lock();
             loop {
-                let want_sync = q.sync_requested > shared.synced_lsn() || (q.shutdown && !unsynced.is_empty());
+                let want_sync =
+                    q.sync_requested > shared.synced_lsn() || (q.shutdown && !unsynced.is_empty());
                 let interval_due = matches!(shared.policy, FsyncPolicy::IntervalMs(ms) if !unsynced.is_empty() && last_sync.elapsed() >= Duration::from_millis(ms));
                 if !q.buf.is_empty() || want_sync || interval_due || q.shutdown {
                     break;
@@ -494,8 +561,14 @@ fn flusher_loop(shared: &WalShared) {
                     continue;
                 }
             }
-            shared.counters.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
-            shared.counters.flush_batches.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .bytes_written
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            shared
+                .counters
+                .flush_batches
+                .fetch_add(1, Ordering::Relaxed);
             shared.written_lsn.store(end, Ordering::Release);
             shared.written_tx.send_replace(end);
         }
@@ -573,15 +646,20 @@ fn wake_waiters(shared: &WalShared, ack: u64) {
 /// Writes one batch. Under `Always`, a segment the batch leaves behind is
 /// synced before the next one is written, so the medium only ever holds a
 /// prefix of the stream plus at most one partial write.
-fn write_batch(shared: &WalShared, start: u64, data: &[u8], unsynced: &mut Vec<Arc<Segment>>) -> std::io::Result<()> {
+fn write_batch(
+    shared: &WalShared,
+    start: u64,
+    data: &[u8],
+    unsynced: &mut Vec<Arc<Segment>>,
+) -> std::io::Result<()> {
     let mut lsn = start;
     let mut rest = data;
     while !rest.is_empty() {
-        let seg = shared
-            .segments
-            .find(lsn)
-            .ok_or_else(|| std::io::Error::other(format!("no WAL segment allocated for LSN {lsn}")))?;
-        let n = usize::try_from((seg.end_lsn() - lsn).min(rest.len() as u64)).expect("fits in usize");
+        let seg = shared.segments.find(lsn).ok_or_else(|| {
+            std::io::Error::other(format!("no WAL segment allocated for LSN {lsn}"))
+        })?;
+        let n =
+            usize::try_from((seg.end_lsn() - lsn).min(rest.len() as u64)).expect("fits in usize");
         if shared.policy == FsyncPolicy::Always && !unsynced.is_empty() {
             sync_segments(shared, unsynced)?;
         }

@@ -7,7 +7,10 @@ use walship_engine::{Engine, EngineConfig, FsyncPolicy, SimStorage};
 
 /// The seed for a seeded test: `WALSHIP_SEED` if set, else `default`. Printed so a failure replays.
 pub fn seed(test: &str, default: u64) -> u64 {
-    let seed = std::env::var("WALSHIP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let seed = std::env::var("WALSHIP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
     eprintln!("{test}: seed {seed} (rerun with WALSHIP_SEED={seed})");
     seed
 }
@@ -32,12 +35,17 @@ pub fn fs_config(dir: &std::path::Path) -> EngineConfig {
 
 pub fn put(engine: &Engine, key: &str, value: &str) -> u64 {
     let lsn = engine
-        .write(walship_engine::Mutation::Put { key: Bytes::copy_from_slice(key.as_bytes()), value: Bytes::copy_from_slice(value.as_bytes()) })
+        .write(walship_engine::Mutation::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
         .expect("write accepted");
     engine.wait_durable_blocking(lsn).expect("write durable");
     lsn
 }
 
 pub fn get(engine: &Engine, key: &str) -> Option<String> {
-    engine.get(key.as_bytes()).map(|v| String::from_utf8(v.to_vec()).expect("utf-8 value"))
+    engine
+        .get(key.as_bytes())
+        .map(|v| String::from_utf8(v.to_vec()).expect("utf-8 value"))
 }

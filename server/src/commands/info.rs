@@ -72,7 +72,7 @@ pub fn info_text(shared: &Shared, wanted: &[&str]) -> String {
             "memory" => info_memory(&mut out),
             "persistence" => info_persistence(shared, &mut out),
             "stats" => info_stats(shared, &mut out),
-            "replication" => info_replication(shared, &mut out),
+            "replication" => super::replication::info_replication(shared, &mut out),
             "cpu" => info_cpu(&mut out),
             "commandstats" => info_commandstats(shared, &mut out),
             "keyspace" => info_keyspace(shared, &mut out),
@@ -281,28 +281,6 @@ fn info_stats(shared: &Shared, out: &mut String) {
         load(&m.output_limit_disconnects)
     );
     field!(out, "durability_failures", load(&m.durability_failures));
-}
-
-fn info_replication(shared: &Shared, out: &mut String) {
-    out.push_str("# Replication\r\n");
-    field!(out, "role", "master");
-    field!(out, "connected_slaves", 0);
-    field!(out, "master_failover_state", "no-failover");
-    field!(
-        out,
-        "master_replid",
-        format!("{:040x}", shared.store.cluster_id())
-    );
-    field!(
-        out,
-        "master_replid2",
-        "0000000000000000000000000000000000000000"
-    );
-    field!(out, "master_repl_offset", shared.store.end_lsn());
-    field!(out, "second_repl_offset", -1);
-    field!(out, "repl_backlog_active", 0);
-    field!(out, "walship_epoch", shared.store.epoch());
-    field!(out, "walship_flushed_lsn", shared.store.flushed_lsn());
 }
 
 fn info_cpu(out: &mut String) {

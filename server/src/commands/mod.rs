@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod info;
 pub mod keys;
+pub mod replication;
 pub mod server;
 pub mod string;
 
@@ -123,7 +124,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("save", 1, ADMIN, NOKEYS, server::save),
     cmd!("bgsave", -1, ADMIN, NOKEYS, server::bgsave),
     cmd!("lastsave", 1, FAST, NOKEYS, server::lastsave),
-    cmd!("role", 1, FAST, NOKEYS, server::role),
+    cmd!("role", 1, FAST, NOKEYS, replication::role),
+    cmd!("wait", 3, 0, NOKEYS, replication::wait),
+    cmd!("replicaof", 3, ADMIN, NOKEYS, replication::replicaof),
+    cmd!("slaveof", 3, ADMIN, NOKEYS, replication::replicaof),
+    cmd!("walship", -2, 0, NOKEYS, replication::walship),
     cmd!("shutdown", -1, ADMIN, NOKEYS, server::shutdown),
     // connection
     cmd!("ping", -1, FAST | CONNECTION, NOKEYS, connection::ping),
@@ -225,6 +230,24 @@ pub struct ClientState {
     pub authenticated: bool,
     /// Set by QUIT and SHUTDOWN: send what is buffered, then close.
     pub close_after_reply: bool,
+    /// This connection's `synchronous_commit`, when it set one.
+    pub sync_commit: Option<walship_replication::SynchronousCommit>,
+    /// End LSN of this connection's last write (for WAIT and read-your-writes).
+    pub last_write_lsn: Lsn,
+    /// Set by `WALSHIP STREAM`: after the reply, the connection becomes a
+    /// replication stream to a standby listening on this port.
+    pub replicate: Option<u16>,
+    /// A reply that must wait for something (WAIT, WALSHIP WAITLSN).
+    pub deferred: Option<Deferred>,
+}
+
+/// A command whose reply waits; the connection completes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Deferred {
+    /// Redis's WAIT: until `replicas` standbys fsynced this connection's last write.
+    Wait { replicas: usize, timeout_ms: u64 },
+    /// Until this node has applied `lsn`.
+    WaitLsn { lsn: Lsn, timeout_ms: u64 },
 }
 
 impl ClientState {
@@ -233,6 +256,10 @@ impl ClientState {
             info,
             authenticated: shared.runtime.requirepass().is_none(),
             close_after_reply: false,
+            sync_commit: None,
+            last_write_lsn: 0,
+            replicate: None,
+            deferred: None,
         }
     }
 }
@@ -317,6 +344,14 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
         Err(CmdError::arity(spec.name))
     } else if !ctx.client.authenticated && spec.flags & NO_AUTH == 0 {
         Err(CmdError::msg("NOAUTH Authentication required."))
+    } else if spec.flags & WRITE != 0 && ctx.shared.replication.is_standby() {
+        Err(CmdError::msg(
+            "READONLY You can't write against a read only replica.",
+        ))
+    } else if spec.flags & (READONLY | WRITE) != 0 && !ctx.shared.store.engine().is_consistent() {
+        Err(CmdError::msg(
+            "LOADING walship is replaying a base backup and is not consistent yet",
+        ))
     } else {
         let r = (spec.handler)(ctx, args);
         if spec.flags & (READONLY | WRITE) != 0 && ctx.lsn.is_none() {

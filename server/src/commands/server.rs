@@ -201,15 +201,6 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// ROLE: `master`, the replication offset (the WAL end LSN), no replicas yet.
-pub fn role(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
-    ctx.out.array(3);
-    ctx.out.bulk(b"master");
-    ctx.out.int(ctx.shared.store.end_lsn() as i64);
-    ctx.out.array(0);
-    Ok(())
-}
-
 /// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]: graceful stop, as on SIGTERM. Like
 /// Redis, no reply: the connection closes.
 pub fn shutdown(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {

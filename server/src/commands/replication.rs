@@ -1,0 +1,338 @@
+//! Replication commands: Redis's ROLE, WAIT, REPLICAOF (SLAVEOF), the
+//! replication part of INFO, and walship's own `WALSHIP` subcommands:
+//!
+//! - `WALSHIP STREAM <port>`: the handshake that turns this connection into
+//!   a standby's replication stream (see docs/replication-protocol.md);
+//! - `WALSHIP REPLICAS`: one map per standby, PostgreSQL's `pg_stat_replication`;
+//! - `WALSHIP LSN`: the end LSN of this connection's last write;
+//! - `WALSHIP WAITLSN <lsn> <timeout-ms>`: read-your-writes on a standby: waits
+//!   until this node has applied `lsn`, replies with the applied LSN;
+//! - `WALSHIP SYNCHRONOUS_COMMIT [level]`: this connection's `synchronous_commit`;
+//! - `WALSHIP GETLSN <key>`: the value and the LSN of the write that set it
+//!   (what a quorum read compares).
+
+use std::fmt::Write as _;
+
+use walship_replication::SynchronousCommit;
+
+use super::{parse_int, CmdError, CmdResult, Ctx, Deferred};
+use crate::replication::Role;
+use crate::resp::Args;
+use crate::state::Shared;
+
+fn parse_u64(arg: &[u8]) -> Result<u64, CmdError> {
+    u64::try_from(parse_int(arg)?).map_err(|_| CmdError::NotInteger)
+}
+
+/// `WALSHIP <subcommand> ...`
+pub fn walship(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let sub = args.get(1).to_ascii_uppercase();
+    match (sub.as_slice(), args.len()) {
+        (b"STREAM", 3) => {
+            if ctx.shared.replication.is_standby() {
+                return Err(CmdError::msg(
+                    "ERR this node is a standby; replicate from the primary (cascading replication is not supported)",
+                ));
+            }
+            let port = u16::try_from(parse_int(args.get(2))?).map_err(|_| CmdError::NotInteger)?;
+            ctx.client.replicate = Some(port);
+            ctx.out.simple("STREAM");
+            Ok(())
+        }
+        (b"REPLICAS", 2) => {
+            replicas(ctx);
+            Ok(())
+        }
+        (b"LSN", 2) => {
+            ctx.out.int(ctx.client.last_write_lsn as i64);
+            Ok(())
+        }
+        (b"WAITLSN", 4) => {
+            let lsn = parse_u64(args.get(2))?;
+            let timeout_ms = parse_u64(args.get(3))?;
+            ctx.client.deferred = Some(Deferred::WaitLsn { lsn, timeout_ms });
+            Ok(())
+        }
+        (b"SYNCHRONOUS_COMMIT", 2) => {
+            let level = ctx.client.sync_commit.unwrap_or_else(|| ctx.shared.replication.sync_commit());
+            ctx.out.bulk(level.as_str().as_bytes());
+            Ok(())
+        }
+        (b"SYNCHRONOUS_COMMIT", 3) => {
+            let s = String::from_utf8_lossy(args.get(2));
+            let level: SynchronousCommit = s.parse().map_err(|e| CmdError::msg(format!("ERR {e}")))?;
+            ctx.client.sync_commit = Some(level);
+            ctx.out.ok();
+            Ok(())
+        }
+        (b"GETLSN", 3) => {
+            match ctx.shared.store.engine().get_entry(args.get(2)) {
+                Some(e) => {
+                    ctx.out.array(2);
+                    ctx.out.bulk(&e.value);
+                    ctx.out.int(e.lsn as i64);
+                }
+                None => ctx.out.null_array(),
+            }
+            Ok(())
+        }
+        (b"STREAM" | b"REPLICAS" | b"LSN" | b"WAITLSN" | b"SYNCHRONOUS_COMMIT" | b"GETLSN", _) => {
+            Err(CmdError::msg(format!(
+                "ERR wrong number of arguments for 'walship|{}' command",
+                String::from_utf8_lossy(&sub).to_lowercase()
+            )))
+        }
+        _ => Err(CmdError::msg(format!(
+            "ERR unknown subcommand '{}'. Try WALSHIP REPLICAS, LSN, WAITLSN, SYNCHRONOUS_COMMIT, GETLSN.",
+            String::from_utf8_lossy(args.get(1))
+        ))),
+    }
+}
+
+fn replicas(ctx: &mut Ctx<'_>) {
+    let views = ctx.shared.replication.hub.standby_views();
+    ctx.out.array(views.len());
+    for v in views {
+        ctx.out.map(14);
+        let mut kv_str = |k: &str, val: &str| {
+            ctx.out.bulk(k.as_bytes());
+            ctx.out.bulk(val.as_bytes());
+        };
+        kv_str("application_name", &v.name);
+        kv_str("client_addr", &v.addr.ip().to_string());
+        kv_str("state", v.state);
+        kv_str("sync_state", v.sync_state);
+        let lag = |x: Option<f64>| x.map(|ms| format!("{ms:.3}")).unwrap_or_default();
+        kv_str("write_lag_ms", &lag(v.write_lag_ms));
+        kv_str("flush_lag_ms", &lag(v.flush_lag_ms));
+        kv_str("replay_lag_ms", &lag(v.replay_lag_ms));
+        for (k, n) in [
+            ("client_port", v.listening_port.map_or(-1, i64::from)),
+            ("sent_lsn", v.sent_lsn as i64),
+            ("write_lsn", v.write_lsn as i64),
+            ("flush_lsn", v.flush_lsn as i64),
+            ("replay_lsn", v.replay_lsn as i64),
+            ("lag_bytes", v.lag_bytes as i64),
+            ("last_reply_secs", v.last_reply_secs as i64),
+        ] {
+            ctx.out.bulk(k.as_bytes());
+            ctx.out.int(n);
+        }
+    }
+}
+
+/// `WAIT numreplicas timeout`: how many standbys fsynced this connection's last write.
+pub fn wait(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let replicas = usize::try_from(parse_int(args.get(1))?).map_err(|_| CmdError::NotInteger)?;
+    let timeout_ms = u64::try_from(parse_int(args.get(2))?)
+        .map_err(|_| CmdError::msg("ERR timeout is negative"))?;
+    ctx.client.deferred = Some(Deferred::Wait {
+        replicas,
+        timeout_ms,
+    });
+    Ok(())
+}
+
+/// `REPLICAOF host port` / `REPLICAOF NO ONE` (and the old name SLAVEOF).
+pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let (host, port) = (args.get(1), args.get(2));
+    if host.eq_ignore_ascii_case(b"no") && port.eq_ignore_ascii_case(b"one") {
+        if !ctx.shared.replication.is_standby() {
+            ctx.out.simple("OK Already a primary");
+            return Ok(());
+        }
+        // Promotion finishes asynchronously: the reply says where it starts.
+        let shared = ctx.shared.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(
+                shared
+                    .replication
+                    .promote()
+                    .await
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        match tokio::task::block_in_place(|| rx.recv()) {
+            Ok(Ok((epoch, lsn))) => ctx
+                .out
+                .simple(&format!("OK promoted: epoch {epoch} starts at LSN {lsn}")),
+            Ok(Err(e)) => return Err(CmdError::msg(format!("ERR promotion failed: {e}"))),
+            Err(_) => return Err(CmdError::msg("ERR promotion failed")),
+        }
+        return Ok(());
+    }
+    let port =
+        u16::try_from(parse_int(port)?).map_err(|_| CmdError::msg("ERR Invalid master port"))?;
+    let host = String::from_utf8_lossy(host).to_string();
+    let target = format!("{host}:{port}");
+    let own_port = ctx.shared.port.load(std::sync::atomic::Ordering::Relaxed) as u16;
+    if let Role::Standby { primary, .. } = ctx.shared.replication.role() {
+        if primary == target {
+            ctx.out.simple("OK Already connected to specified master");
+            return Ok(());
+        }
+    }
+    ctx.shared.replication.follow(target, own_port);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// ROLE, as Redis answers it.
+pub fn role(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    let engine = ctx.shared.store.engine();
+    match ctx.shared.replication.role() {
+        Role::Primary => {
+            let views = ctx.shared.replication.hub.standby_views();
+            ctx.out.array(3);
+            ctx.out.bulk(b"master");
+            ctx.out.int(engine.end_lsn() as i64);
+            ctx.out.array(views.len());
+            for v in views {
+                ctx.out.array(3);
+                ctx.out.bulk(v.addr.ip().to_string().as_bytes());
+                ctx.out
+                    .bulk(v.listening_port.unwrap_or(0).to_string().as_bytes());
+                ctx.out.bulk(v.flush_lsn.to_string().as_bytes());
+            }
+        }
+        Role::Standby {
+            primary, receiver, ..
+        } => {
+            let (host, port) = split_host_port(&primary);
+            let st = receiver.status();
+            let state = match st.state {
+                "streaming" | "catchup" => "connected",
+                "backup" => "sync",
+                _ => "connecting",
+            };
+            ctx.out.array(5);
+            ctx.out.bulk(b"slave");
+            ctx.out.bulk(host.as_bytes());
+            ctx.out.int(port);
+            ctx.out.bulk(state.as_bytes());
+            ctx.out.int(engine.end_lsn() as i64);
+        }
+    }
+    Ok(())
+}
+
+fn split_host_port(s: &str) -> (String, i64) {
+    match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().unwrap_or(0),
+        ),
+        None => (s.to_string(), 0),
+    }
+}
+
+/// The `# Replication` section of INFO, in Redis's fields plus walship's.
+pub fn info_replication(shared: &Shared, out: &mut String) {
+    let engine = shared.store.engine();
+    let mut f = |k: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(out, "{k}:{v}\r\n");
+    };
+    match shared.replication.role() {
+        Role::Primary => {
+            let views = shared.replication.hub.standby_views();
+            f("role", &"master");
+            f("connected_slaves", &views.len());
+            for (i, v) in views.iter().enumerate() {
+                let state = if v.state == "streaming" {
+                    "online"
+                } else {
+                    "wait_bgsave"
+                };
+                let lag = v.last_reply_secs;
+                f(
+                    &format!("slave{i}"),
+                    &format!(
+                        "ip={},port={},state={state},offset={},lag={lag},name={},sync_state={}",
+                        v.addr.ip(),
+                        v.listening_port.unwrap_or(0),
+                        v.flush_lsn,
+                        v.name,
+                        v.sync_state
+                    ),
+                );
+            }
+        }
+        Role::Standby {
+            primary, receiver, ..
+        } => {
+            let (host, port) = split_host_port(&primary);
+            let st = receiver.status();
+            f("role", &"slave");
+            f("master_host", &host);
+            f("master_port", &port);
+            f(
+                "master_link_status",
+                &if st.link_up { "up" } else { "down" },
+            );
+            let io_ago = st.last_message.map_or(-1, |t| t.elapsed().as_secs() as i64);
+            f("master_last_io_seconds_ago", &io_ago);
+            f("master_sync_in_progress", &u8::from(st.state == "backup"));
+            f("slave_read_repl_offset", &engine.written_lsn());
+            f(
+                "slave_repl_offset",
+                &engine.end_lsn().min(engine.flushed_lsn()),
+            );
+            if let Some(since) = st.down_since {
+                f("master_link_down_since_seconds", &since.elapsed().as_secs());
+            }
+            f("slave_priority", &100);
+            f("slave_read_only", &1);
+            f("replica_announced", &1);
+            f("connected_slaves", &0);
+            f("walship_replication_state", &st.state);
+            f("walship_primary_end_lsn", &st.primary_end_lsn);
+            f("walship_base_backups", &st.base_backups);
+            if let Some(e) = &st.last_error {
+                f("walship_last_error", &e.replace(['\r', '\n'], " "));
+            }
+        }
+    }
+    f("master_failover_state", &"no-failover");
+    f(
+        "master_replid",
+        &format!("{:016x}{:024x}", engine.cluster_id(), engine.epoch()),
+    );
+    f(
+        "master_replid2",
+        &"0000000000000000000000000000000000000000",
+    );
+    f("master_repl_offset", &engine.end_lsn());
+    f("second_repl_offset", &-1);
+    f("repl_backlog_active", &0);
+    f(
+        "walship_cluster_id",
+        &format!("{:016x}", engine.cluster_id()),
+    );
+    f("walship_epoch", &engine.epoch());
+    f("walship_flushed_lsn", &engine.flushed_lsn());
+    f("walship_consistent", &u8::from(engine.is_consistent()));
+    f(
+        "walship_synchronous_standby_names",
+        &shared.replication.hub.sync_names(),
+    );
+    f(
+        "walship_synchronous_commit",
+        &shared.replication.sync_commit().as_str(),
+    );
+    let slots = shared.replication.slots.list();
+    f("walship_slots", &slots.len());
+    for s in slots {
+        f(
+            &format!(
+                "walship_slot_{}",
+                s.name.replace([',', ':', ' ', '\r', '\n'], "_")
+            ),
+            &format!(
+                "restart_lsn={},invalidated={}",
+                s.restart_lsn,
+                u8::from(s.invalidated)
+            ),
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The server's side of replication: which role this node plays, the hub
+//! (WAL senders) when it is a primary, the WAL receiver when it is a
+//! standby, and the synchronous-commit settings writes are acknowledged by.
+//!
+//! Roles change at runtime: `REPLICAOF host port` turns a node into a
+//! standby of `host:port`; `REPLICAOF NO ONE` promotes a standby (a new
+//! epoch starts and it takes writes).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use walship_replication::{
+    Hub, Receiver, ReceiverConfig, Slots, SyncStandbyNames, SynchronousCommit,
+};
+
+use crate::store::{Lsn, Store};
+
+/// The node's current role.
+#[derive(Clone)]
+pub enum Role {
+    /// Takes writes and streams WAL to standbys.
+    Primary,
+    /// Replays a primary's WAL and serves reads.
+    Standby {
+        /// `host:port` of the primary.
+        primary: String,
+        /// The WAL receiver.
+        receiver: Arc<Receiver>,
+        /// Stops the receiver.
+        stop: watch::Sender<bool>,
+    },
+}
+
+/// Replication state shared by every connection.
+pub struct Replication {
+    pub hub: Arc<Hub>,
+    pub slots: Arc<Slots>,
+    role: RwLock<Role>,
+    /// The default `synchronous_commit`, as [`SynchronousCommit`] index.
+    sync_commit: AtomicU8,
+    /// 0 = wait for ever (PostgreSQL's behaviour).
+    pub sync_timeout_ms: AtomicU64,
+    /// This node's name, sent to primaries.
+    pub name: String,
+    /// Password to authenticate to a primary with.
+    pub password: Option<String>,
+    store: Store,
+    /// Epoch changes started by this node (promotions and primary starts).
+    pub promotions: AtomicU64,
+}
+
+fn level_index(level: SynchronousCommit) -> u8 {
+    SynchronousCommit::ALL
+        .iter()
+        .position(|l| *l == level)
+        .expect("a known level") as u8
+}
+
+impl Replication {
+    pub fn new(
+        store: Store,
+        slots: Arc<Slots>,
+        sync_names: SyncStandbyNames,
+        sync_commit: SynchronousCommit,
+        sync_timeout_ms: u64,
+        name: String,
+        password: Option<String>,
+    ) -> Replication {
+        let hub = Hub::new(store.handle().clone(), slots.clone(), sync_names);
+        Replication {
+            hub,
+            slots,
+            role: RwLock::new(Role::Primary),
+            sync_commit: AtomicU8::new(level_index(sync_commit)),
+            sync_timeout_ms: AtomicU64::new(sync_timeout_ms),
+            name,
+            password,
+            store,
+            promotions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.read().clone()
+    }
+
+    pub fn is_standby(&self) -> bool {
+        matches!(*self.role.read(), Role::Standby { .. })
+    }
+
+    pub fn receiver(&self) -> Option<Arc<Receiver>> {
+        match &*self.role.read() {
+            Role::Standby { receiver, .. } => Some(receiver.clone()),
+            Role::Primary => None,
+        }
+    }
+
+    pub fn sync_commit(&self) -> SynchronousCommit {
+        SynchronousCommit::ALL[self.sync_commit.load(Ordering::Relaxed) as usize]
+    }
+
+    pub fn set_sync_commit(&self, level: SynchronousCommit) {
+        self.sync_commit
+            .store(level_index(level), Ordering::Relaxed);
+    }
+
+    /// Becomes (or re-points) a standby of `primary` (`host:port`).
+    pub fn follow(&self, primary: String, listening_port: u16) {
+        let mut role = self.role.write();
+        if let Role::Standby { stop, .. } = &*role {
+            stop.send_replace(true);
+        }
+        // A primary that becomes a standby stops streaming to its own standbys.
+        self.hub.stop();
+        let receiver = Receiver::new(
+            self.store.handle().clone(),
+            ReceiverConfig {
+                primary: primary.clone(),
+                name: self.name.clone(),
+                password: self.password.clone(),
+                listening_port,
+            },
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(receiver.clone().run(stop_rx));
+        tracing::info!(%primary, name = %self.name, "replicating from the primary");
+        *role = Role::Standby {
+            primary,
+            receiver,
+            stop,
+        };
+    }
+
+    /// Starts a new epoch as a primary: at start-up of a primary (so a
+    /// standby holding bytes this node lost in a crash is seen as diverged)
+    /// and at promotion. Returns the new epoch and the LSN it starts at.
+    pub async fn begin_primary_epoch(&self) -> anyhow::Result<(u64, Lsn)> {
+        let engine = self.store.engine();
+        let (epoch, start, end) = engine.begin_epoch()?;
+        engine.wait_durable(end).await?;
+        self.promotions.fetch_add(1, Ordering::Relaxed);
+        Ok((epoch, start))
+    }
+
+    /// `REPLICAOF NO ONE`: stops replicating and takes writes in a new epoch.
+    pub async fn promote(&self) -> anyhow::Result<(u64, Lsn)> {
+        {
+            let mut role = self.role.write();
+            if let Role::Standby { stop, .. } = &*role {
+                stop.send_replace(true);
+            }
+            *role = Role::Primary;
+        }
+        self.hub.resume();
+        let (epoch, lsn) = self.begin_primary_epoch().await?;
+        tracing::info!(epoch, lsn, "promoted to primary");
+        Ok((epoch, lsn))
+    }
+
+    /// Waits until the standbys required at `level` confirmed `lsn`.
+    pub async fn wait_confirmed(&self, lsn: Lsn, level: SynchronousCommit) -> Result<(), String> {
+        if self.is_standby() {
+            return Ok(());
+        }
+        let timeout = self.sync_timeout_ms.load(Ordering::Relaxed);
+        self.hub
+            .wait_confirmed(lsn, level, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
