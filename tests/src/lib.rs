@@ -67,6 +67,7 @@
 //! --release` (walship-only features fail there, as they should).
 
 pub mod binary;
+pub mod cluster;
 pub mod dump;
 pub mod http;
 pub mod ports;

@@ -1,0 +1,382 @@
+//! Streaming replication through the real binary: standbys converge to the
+//! primary's exact state under concurrent load, resume after a restart
+//! without a base backup, get a base backup when the WAL they need is gone,
+//! serve read-your-writes, refuse writes, and can be promoted.
+
+use std::collections::BTreeMap;
+use std::thread;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use walship_tests::cluster::{
+    info, keyspace, keyspace_diff, start_primary, start_standby, wait_caught_up, wait_streaming,
+    wait_until, CONVERGE_TIMEOUT,
+};
+use walship_tests::resp::Reply;
+use walship_tests::seed::seed;
+
+const CLIENTS: usize = 8;
+const OPS_PER_CLIENT: usize = 300;
+const KEYS_PER_CLIENT: u32 = 60;
+const COUNTERS: u32 = 16;
+
+/// What one client's operations leave behind: its own keys' final values
+/// (keys are per client, so their order is the client's own), and how often
+/// it incremented each shared counter (INCR commutes across clients).
+#[derive(Default)]
+struct ClientModel {
+    keys: BTreeMap<Vec<u8>, Vec<u8>>,
+    increments: BTreeMap<u32, i64>,
+}
+
+fn run_client(port_con: redis::Connection, client: usize, seed: u64) -> ClientModel {
+    let mut con = port_con;
+    let mut rng = StdRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut model = ClientModel::default();
+    let key = |n: u32| format!("c{client}:k{n}").into_bytes();
+    for op in 0..OPS_PER_CLIENT {
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let k = key(rng.gen_range(0..KEYS_PER_CLIENT));
+                let len = rng.gen_range(0..200);
+                let v: Vec<u8> = (0..len).map(|_| rng.gen_range(b'a'..=b'z')).collect();
+                let _: () = redis::cmd("SET").arg(&k).arg(&v).query(&mut con).expect("SET");
+                model.keys.insert(k, v);
+            }
+            4 | 5 => {
+                let n = rng.gen_range(1..=3);
+                let keys: Vec<Vec<u8>> = (0..n).map(|_| key(rng.gen_range(0..KEYS_PER_CLIENT))).collect();
+                let removed: i64 = redis::cmd("DEL").arg(&keys).query(&mut con).expect("DEL");
+                let mut distinct = keys.clone();
+                distinct.sort();
+                distinct.dedup();
+                let expected = distinct.iter().filter(|k| model.keys.contains_key(*k)).count();
+                assert_eq!(removed as usize, expected, "client {client} op {op}: DEL {keys:?}");
+                for k in &keys {
+                    model.keys.remove(k);
+                }
+            }
+            6 | 7 => {
+                let n = rng.gen_range(1..=4);
+                let mut cmd = redis::cmd("MSET");
+                for _ in 0..n {
+                    let k = key(rng.gen_range(0..KEYS_PER_CLIENT));
+                    let v = format!("m{op}-{}", rng.gen::<u32>()).into_bytes();
+                    cmd.arg(&k).arg(&v);
+                    model.keys.insert(k, v);
+                }
+                let _: () = cmd.query(&mut con).expect("MSET");
+            }
+            _ => {
+                let c = rng.gen_range(0..COUNTERS);
+                let _: i64 = redis::cmd("INCR").arg(format!("counter:{c}")).query(&mut con).expect("INCR");
+                *model.increments.entry(c).or_default() += 1;
+            }
+        }
+    }
+    model
+}
+
+#[test]
+fn standbys_converge_to_identical_state_under_concurrent_load() {
+    let seed = seed("standbys_converge_to_identical_state_under_concurrent_load");
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    let s2 = start_standby(&primary, "s2", &[]);
+    wait_caught_up(&primary, &[&s1, &s2]);
+
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let con = primary.connection();
+            thread::spawn(move || run_client(con, client, seed))
+        })
+        .collect();
+    let mut expected = BTreeMap::new();
+    let mut counters: BTreeMap<u32, i64> = BTreeMap::new();
+    for handle in handles {
+        let model = handle.join().expect("a client thread panicked");
+        expected.extend(model.keys);
+        for (c, n) in model.increments {
+            *counters.entry(c).or_default() += n;
+        }
+    }
+    for (c, n) in counters {
+        expected.insert(format!("counter:{c}").into_bytes(), n.to_string().into_bytes());
+    }
+
+    wait_caught_up(&primary, &[&s1, &s2]);
+    let primary_info = info(&primary);
+    assert_eq!(primary_info.num("connected_slaves"), 2, "{primary_info:#?}");
+    for (name, sync_state) in [("s1", "sync"), ("s2", "async")] {
+        let line = primary_info.slave_named(name).unwrap_or_else(|| panic!("no {name}: {primary_info:#?}"));
+        assert_eq!(line["state"], "online", "{primary_info:#?}");
+        assert_eq!(line["sync_state"], sync_state, "{primary_info:#?}");
+    }
+    let on_primary = keyspace(&primary);
+    assert!(
+        on_primary == expected,
+        "the primary's keyspace differs from what the clients wrote (seed {seed}): {}",
+        keyspace_diff(&on_primary, &expected)
+    );
+    for (name, standby) in [("s1", &s1), ("s2", &s2)] {
+        let on_standby = keyspace(standby);
+        assert!(
+            on_standby == on_primary,
+            "standby {name} differs from the primary (seed {seed}): {}",
+            keyspace_diff(&on_standby, &on_primary)
+        );
+    }
+}
+
+fn set(server: &walship_tests::TestServer, key: &str, value: &str) {
+    let mut con = server.connection();
+    let _: () = redis::cmd("SET").arg(key).arg(value).query(&mut con).expect("SET");
+}
+
+fn write_batch(server: &walship_tests::TestServer, prefix: &str, count: usize, value_len: usize) {
+    let mut con = server.connection();
+    let value = "x".repeat(value_len);
+    for i in 0..count {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(format!("{value}{i}"))
+            .query(&mut con)
+            .expect("SET");
+    }
+}
+
+#[test]
+fn standby_restart_resumes_without_base_backup() {
+    let primary = start_primary(&[]);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    write_batch(&primary, "before", 200, 50);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(info(&s1).num("walship_base_backups"), 1, "the first start of an empty standby takes a base backup");
+
+    s1.terminate();
+    write_batch(&primary, "while-down", 200, 50);
+    s1.restart().expect("restarting the standby");
+    write_batch(&primary, "after", 50, 50);
+    wait_caught_up(&primary, &[&s1]);
+
+    let standby_info = info(&s1);
+    assert_eq!(
+        standby_info.num("walship_base_backups"),
+        0,
+        "a restarted standby resumes from its own WAL end: {standby_info:#?}\n{}",
+        s1.log_tail()
+    );
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+    assert_eq!(a.len(), 450);
+
+    // A crash (SIGKILL) rather than a clean stop resumes the same way.
+    s1.kill();
+    write_batch(&primary, "after-crash", 100, 50);
+    s1.restart().expect("restarting the standby after SIGKILL");
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(info(&s1).num("walship_base_backups"), 0, "{}", s1.log_tail());
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+}
+
+/// A primary with tiny segments and frequent checkpoints whose slots may
+/// hold back at most 128 KiB of WAL.
+const SMALL_WAL: &[&str] = &[
+    "--segment-size",
+    "64KiB",
+    "--checkpoint-every",
+    "256KiB",
+    "--max-slot-wal-keep-size",
+    "128KiB",
+];
+
+/// Stops `s1`, writes about 1 MiB on the primary and checkpoints, so the WAL
+/// `s1` needs is past the slot cap and removed.
+fn outrun_stopped_standby(primary: &walship_tests::TestServer, s1: &mut walship_tests::TestServer) {
+    write_batch(primary, "before", 50, 100);
+    wait_caught_up(primary, &[&*s1]);
+    s1.terminate();
+    write_batch(primary, "while-down", 1000, 1000);
+    let mut con = primary.connection();
+    let reply: String = redis::cmd("SAVE").query(&mut con).expect("SAVE");
+    assert_eq!(reply, "OK");
+}
+
+#[test]
+fn slot_cap_invalidates_slot() {
+    let primary = start_primary(SMALL_WAL);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    let slot = info(&primary).slot("s1");
+    assert_eq!(
+        slot.as_ref().map(|s| s["invalidated"].as_str()),
+        Some("0"),
+        "a connected standby has a valid slot: {:#?}",
+        info(&primary)
+    );
+    outrun_stopped_standby(&primary, &mut s1);
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || info(&primary).slot("s1").is_some_and(|s| s["invalidated"] == "1"),
+        || format!("slot s1 invalidated after outrunning its cap: {:#?}\n{}", info(&primary), primary.log_tail()),
+    );
+    assert!(info(&primary).num("walship_slots") >= 1);
+}
+
+#[test]
+fn removed_wal_triggers_base_backup() {
+    let primary = start_primary(SMALL_WAL);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    outrun_stopped_standby(&primary, &mut s1);
+
+    s1.restart().expect("restarting the standby");
+    wait_caught_up(&primary, &[&s1]);
+    let standby_info = info(&s1);
+    assert_eq!(
+        standby_info.num("walship_base_backups"),
+        1,
+        "the WAL the standby needed was removed, so it gets a base backup: {standby_info:#?}\n{}",
+        s1.log_tail()
+    );
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert_eq!(a.len(), 1050);
+    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+
+    // And it streams normally afterwards.
+    set(&primary, "after-backup", "yes");
+    wait_caught_up(&primary, &[&s1]);
+    let mut con = s1.connection();
+    let v: Option<String> = redis::cmd("GET").arg("after-backup").query(&mut con).unwrap();
+    assert_eq!(v.as_deref(), Some("yes"));
+}
+
+/// A standby that connects to an idle primary has nothing to catch up on:
+/// the primary must report it `online` (PostgreSQL's `streaming`) without
+/// waiting for a write to happen.
+#[test]
+fn idle_caught_up_standby_is_reported_online() {
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    wait_caught_up(&primary, &[&s1]);
+    wait_streaming(&primary, "s1");
+    let line = info(&primary).slave_named("s1").expect("s1 listed");
+    assert_eq!(line["sync_state"], "sync");
+}
+
+#[test]
+fn read_your_writes_on_a_standby() {
+    let primary = start_primary(&[]);
+    let standby = start_standby(&primary, "reader", &[]);
+    wait_caught_up(&primary, &[&standby]);
+    let mut writer = primary.raw();
+    let mut reader = standby.raw();
+    for i in 0..50 {
+        let value = format!("v{i}");
+        assert_eq!(writer.command(&["SET", "ryw", &value]), Reply::Simple("OK".into()));
+        let lsn = match writer.command(&["WALSHIP", "LSN"]) {
+            Reply::Integer(n) if n > 0 => n,
+            other => panic!("WALSHIP LSN replied {other:?}"),
+        };
+        match reader.command(&["WALSHIP", "WAITLSN", &lsn.to_string(), "5000"]) {
+            Reply::Integer(applied) => assert!(applied >= lsn, "WAITLSN {lsn} replied {applied}"),
+            other => panic!("WALSHIP WAITLSN {lsn} replied {other:?}\n{}", standby.log_tail()),
+        }
+        assert_eq!(
+            reader.command(&["GET", "ryw"]),
+            Reply::Bulk(Some(value.clone().into_bytes())),
+            "after WAITLSN {lsn} the standby must show the write"
+        );
+    }
+    // An LSN nobody wrote yet times out with an error rather than a stale yes.
+    let end = info(&primary).num("master_repl_offset");
+    let far = (end + 1_000_000).to_string();
+    match reader.command(&["WALSHIP", "WAITLSN", &far, "200"]) {
+        Reply::Error(e) => assert!(e.starts_with("TIMEOUT"), "{e}"),
+        other => panic!("WAITLSN for a future LSN replied {other:?}"),
+    }
+}
+
+#[test]
+fn readonly_standby_and_role() {
+    let primary = start_primary(&[]);
+    let standby = start_standby(&primary, "s1", &[]);
+    set(&primary, "k", "v");
+    wait_caught_up(&primary, &[&standby]);
+
+    let mut con = standby.raw();
+    let readonly = Reply::Error("READONLY You can't write against a read only replica.".into());
+    for cmd in [
+        vec!["SET", "k", "other"],
+        vec!["DEL", "k"],
+        vec!["INCR", "n"],
+        vec!["MSET", "a", "1", "b", "2"],
+    ] {
+        assert_eq!(con.command(&cmd), readonly, "{cmd:?} on a standby");
+    }
+    assert_eq!(con.command(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+
+    // ROLE on the primary: master, offset, [[ip, port, offset]].
+    let end = info(&primary).num("master_repl_offset");
+    match primary.raw().command(&["ROLE"]) {
+        Reply::Array(Some(items)) => {
+            assert_eq!(items.len(), 3, "{items:?}");
+            assert_eq!(items[0].text(), "master");
+            assert_eq!(items[1], Reply::Integer(end as i64));
+            let replicas = items[2].items();
+            assert_eq!(replicas.len(), 1, "{items:?}");
+            let r = replicas[0].items();
+            assert_eq!(r[0].text(), "127.0.0.1");
+            assert_eq!(r[1].text(), standby.port().to_string());
+            assert_eq!(r[2].text(), end.to_string());
+        }
+        other => panic!("ROLE on the primary replied {other:?}"),
+    }
+    // ROLE on the standby: slave, host, port, state, offset.
+    match con.command(&["ROLE"]) {
+        Reply::Array(Some(items)) => {
+            assert_eq!(items.len(), 5, "{items:?}");
+            assert_eq!(items[0].text(), "slave");
+            assert_eq!(items[1].text(), "127.0.0.1");
+            assert_eq!(items[2], Reply::Integer(primary.port() as i64));
+            assert_eq!(items[3].text(), "connected");
+            assert_eq!(items[4], Reply::Integer(end as i64));
+        }
+        other => panic!("ROLE on the standby replied {other:?}"),
+    }
+    let standby_info = info(&standby);
+    assert_eq!(standby_info.field("role"), "slave");
+    assert_eq!(standby_info.field("master_host"), "127.0.0.1");
+    assert_eq!(standby_info.num("master_port"), primary.port() as u64);
+    assert_eq!(info(&primary).field("role"), "master");
+
+    // Promotion.
+    let epoch_before = standby_info.num("walship_epoch");
+    let reply = con.command(&["REPLICAOF", "NO", "ONE"]);
+    let text = match &reply {
+        Reply::Simple(s) => s.clone(),
+        other => panic!("REPLICAOF NO ONE replied {other:?}"),
+    };
+    let rest = text
+        .strip_prefix("OK promoted: epoch ")
+        .unwrap_or_else(|| panic!("REPLICAOF NO ONE replied {text:?}"));
+    let (epoch, lsn) = rest.split_once(" starts at LSN ").expect("epoch E starts at LSN L");
+    let epoch: u64 = epoch.parse().expect("epoch number");
+    let lsn: u64 = lsn.parse().expect("LSN number");
+    assert!(epoch > epoch_before, "promotion starts a newer epoch: {epoch} after {epoch_before}");
+    assert!(lsn >= end, "the new epoch starts at or after the replicated WAL end ({lsn} < {end})");
+    let promoted = info(&standby);
+    assert_eq!(promoted.field("role"), "master");
+    assert_eq!(promoted.num("walship_epoch"), epoch);
+    assert_eq!(con.command(&["SET", "k", "new"]), Reply::Simple("OK".into()));
+    assert_eq!(con.command(&["GET", "k"]), Reply::Bulk(Some(b"new".to_vec())));
+    match con.command(&["ROLE"]) {
+        Reply::Array(Some(items)) => assert_eq!(items[0].text(), "master"),
+        other => panic!("ROLE after promotion replied {other:?}"),
+    }
+    assert_eq!(
+        con.command(&["REPLICAOF", "NO", "ONE"]),
+        Reply::Simple("OK Already a primary".into())
+    );
+    // The old primary is untouched.
+    assert_eq!(primary.raw().command(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+}
