@@ -63,28 +63,39 @@ fn group_commit(c: &mut Criterion) {
         let before = engine.stats();
         let mut total_ops = 0u64;
         g.throughput(Throughput::Elements(1));
-        g.bench_with_input(BenchmarkId::from_parameter(writers), &writers, |b, &writers| {
-            b.iter_custom(|iters| {
-                let per = iters.div_ceil(writers as u64);
-                total_ops += per * writers as u64;
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..writers {
-                        let engine = engine.clone();
-                        let value = value.clone();
-                        s.spawn(move || {
-                            for i in 0..per {
-                                let key = Bytes::from(format!("w{t}-{i}"));
-                                let lsn = engine.write(Mutation::Put { key, value: value.clone() }).unwrap();
-                                engine.wait_durable_blocking(lsn).unwrap();
-                            }
-                        });
-                    }
-                });
-                // Time per operation as seen by the whole group.
-                start.elapsed().mul_f64(iters as f64 / (per * writers as u64) as f64)
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(writers),
+            &writers,
+            |b, &writers| {
+                b.iter_custom(|iters| {
+                    let per = iters.div_ceil(writers as u64);
+                    total_ops += per * writers as u64;
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for t in 0..writers {
+                            let engine = engine.clone();
+                            let value = value.clone();
+                            s.spawn(move || {
+                                for i in 0..per {
+                                    let key = Bytes::from(format!("w{t}-{i}"));
+                                    let lsn = engine
+                                        .write(Mutation::Put {
+                                            key,
+                                            value: value.clone(),
+                                        })
+                                        .unwrap();
+                                    engine.wait_durable_blocking(lsn).unwrap();
+                                }
+                            });
+                        }
+                    });
+                    // Time per operation as seen by the whole group.
+                    start
+                        .elapsed()
+                        .mul_f64(iters as f64 / (per * writers as u64) as f64)
+                })
+            },
+        );
         let after = engine.stats();
         let records = after.records_appended - before.records_appended;
         let fsyncs = (after.fsyncs - before.fsyncs).max(1);
@@ -108,7 +119,12 @@ fn make_wal(value_bytes: usize, wal_bytes: u64) -> tempfile::TempDir {
     let mut i = 0u64;
     while engine.end_lsn() < wal_bytes {
         let key = Bytes::from(format!("key:{:08}", i % 1_000_000));
-        engine.write(Mutation::Put { key, value: value.clone() }).unwrap();
+        engine
+            .write(Mutation::Put {
+                key,
+                value: value.clone(),
+            })
+            .unwrap();
         i += 1;
     }
     engine.shutdown().unwrap();
@@ -152,7 +168,12 @@ fn checkpoint_1m(c: &mut Criterion) {
     let engine = Arc::new(Engine::open(cfg).unwrap());
     let value = Bytes::from(vec![b'c'; 100]);
     for i in 0..1_000_000u64 {
-        engine.write(Mutation::Put { key: Bytes::from(format!("key:{i:08}")), value: value.clone() }).unwrap();
+        engine
+            .write(Mutation::Put {
+                key: Bytes::from(format!("key:{i:08}")),
+                value: value.clone(),
+            })
+            .unwrap();
     }
     let mut g = c.benchmark_group("checkpoint");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
@@ -161,7 +182,12 @@ fn checkpoint_1m(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for i in 0..iters {
                 // A write, so each checkpoint has a new redo LSN.
-                engine.write(Mutation::Put { key: Bytes::from(format!("bump{i}")), value: value.clone() }).unwrap();
+                engine
+                    .write(Mutation::Put {
+                        key: Bytes::from(format!("bump{i}")),
+                        value: value.clone(),
+                    })
+                    .unwrap();
                 let start = Instant::now();
                 engine.checkpoint().unwrap();
                 total += start.elapsed();

@@ -5,7 +5,7 @@
 
 use crate::wal::record::{BatchOp, Mutation};
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::Bound;
 
 /// A stored value and the end LSN of the record that wrote it.
@@ -92,15 +92,15 @@ impl Memtable {
         // otherwise keep alive for as long as the key lives.
         let value = Bytes::copy_from_slice(value);
         let value_len = value.len() as u64;
-        match self.map.get_mut(&key[..]) {
-            Some(e) => {
-                self.data_bytes = self.data_bytes - e.value.len() as u64 + value_len;
-                *e = Entry { value, lsn };
+        // One descent of the tree: a new key is the common case in replay.
+        match self.map.entry(Bytes::copy_from_slice(key)) {
+            btree_map::Entry::Occupied(mut e) => {
+                self.data_bytes = self.data_bytes - e.get().value.len() as u64 + value_len;
+                *e.get_mut() = Entry { value, lsn };
             }
-            None => {
+            btree_map::Entry::Vacant(e) => {
                 self.data_bytes += key.len() as u64 + value_len;
-                self.map
-                    .insert(Bytes::copy_from_slice(key), Entry { value, lsn });
+                e.insert(Entry { value, lsn });
             }
         }
     }

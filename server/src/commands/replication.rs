@@ -9,7 +9,10 @@
 //!   until this node has applied `lsn`, replies with the applied LSN;
 //! - `WALSHIP SYNCHRONOUS_COMMIT [level]`: this connection's `synchronous_commit`;
 //! - `WALSHIP GETLSN <key>`: the value and the LSN of the write that set it
-//!   (what a quorum read compares).
+//!   (what a quorum read compares);
+//! - `WALSHIP QUORUM`: the quorum sizes {n, w, r} for this node and its
+//!   connected standbys (the seed's W + R > N);
+//! - `WALSHIP QUORUMGET <key>`: a quorum read on a primary (see [`crate::quorum`]).
 
 use std::fmt::Write as _;
 
@@ -76,14 +79,20 @@ pub fn walship(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             }
             Ok(())
         }
-        (b"STREAM" | b"REPLICAS" | b"LSN" | b"WAITLSN" | b"SYNCHRONOUS_COMMIT" | b"GETLSN", _) => {
+        (b"QUORUM", 2) => quorum_sizes(ctx),
+        (b"QUORUMGET", 3) => quorum_get(ctx, args.get(2)),
+        (
+            b"STREAM" | b"REPLICAS" | b"LSN" | b"WAITLSN" | b"SYNCHRONOUS_COMMIT" | b"GETLSN"
+            | b"QUORUM" | b"QUORUMGET",
+            _,
+        ) => {
             Err(CmdError::msg(format!(
                 "ERR wrong number of arguments for 'walship|{}' command",
                 String::from_utf8_lossy(&sub).to_lowercase()
             )))
         }
         _ => Err(CmdError::msg(format!(
-            "ERR unknown subcommand '{}'. Try WALSHIP REPLICAS, LSN, WAITLSN, SYNCHRONOUS_COMMIT, GETLSN.",
+            "ERR unknown subcommand '{}'. Try WALSHIP REPLICAS, LSN, WAITLSN, SYNCHRONOUS_COMMIT, GETLSN, QUORUM, QUORUMGET.",
             String::from_utf8_lossy(args.get(1))
         ))),
     }
@@ -229,6 +238,7 @@ fn split_host_port(s: &str) -> (String, i64) {
 
 /// The `# Replication` section of INFO, in Redis's fields plus walship's.
 pub fn info_replication(shared: &Shared, out: &mut String) {
+    out.push_str("# Replication\r\n");
     let engine = shared.store.engine();
     let mut f = |k: &str, v: &dyn std::fmt::Display| {
         let _ = write!(out, "{k}:{v}\r\n");
@@ -334,5 +344,153 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
                 u8::from(s.invalidated)
             ),
         );
+    }
+}
+
+/// The quorum sizes for this node and its connected standbys.
+fn current_quorum(shared: &Shared) -> walship_replication::quorum::QuorumConfig {
+    let standbys = if shared.replication.is_standby() {
+        0
+    } else {
+        shared.replication.hub.standby_views().len()
+    };
+    walship_replication::quorum::quorum_config(1 + standbys).expect("n >= 1")
+}
+
+/// `WALSHIP QUORUM`: {n, w, r} with N = this node + its connected standbys.
+fn quorum_sizes(ctx: &mut Ctx<'_>) -> CmdResult {
+    let q = current_quorum(ctx.shared);
+    ctx.out.map(3);
+    for (k, v) in [("n", q.n), ("w", q.w), ("r", q.r)] {
+        ctx.out.bulk(k.as_bytes());
+        ctx.out.int(v as i64);
+    }
+    Ok(())
+}
+
+/// `WALSHIP QUORUMGET key`: reads `key` here and from R - 1 standbys and
+/// replies with the value of the highest LSN (nil when the key is absent),
+/// or `-NOQUORUM` when fewer than R nodes answered within
+/// [`crate::quorum::QUORUM_READ_TIMEOUT`].
+fn quorum_get(ctx: &mut Ctx<'_>, key: &[u8]) -> CmdResult {
+    use crate::quorum::{ask_peers, decide, peers, QUORUM_READ_TIMEOUT};
+    use walship_replication::quorum::{quorum_config, QuorumError};
+
+    let shared = ctx.shared.clone();
+    if shared.replication.is_standby() {
+        return Err(CmdError::msg(
+            "ERR WALSHIP QUORUMGET runs on the primary (it reads from the primary's standbys)",
+        ));
+    }
+    let views = shared.replication.hub.standby_views();
+    let q = quorum_config(1 + views.len()).expect("n >= 1");
+    let engine = shared.store.engine();
+    // Absent here as of (at least) the WAL end read before the lookup.
+    let horizon = engine.end_lsn();
+    let local = match engine.get_entry(key) {
+        Some(e) => (Some(e.value), e.lsn),
+        None => (None, horizon),
+    };
+    // Like any read: reply only once what it saw here is durable.
+    ctx.read_fence = Some(shared.store.end_lsn());
+    let mut replies = vec![local];
+    let needed = q.r - 1;
+    if needed > 0 {
+        let peers = peers(&views);
+        let key = bytes::Bytes::copy_from_slice(key);
+        let password = shared.replication.password.clone();
+        let max_reply = usize::try_from(shared.config.max_value_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 * 1024);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Err(CmdError::msg("ERR quorum reads need the server's runtime"));
+        };
+        if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(CmdError::msg(
+                "ERR quorum reads need the server's multi-threaded runtime",
+            ));
+        }
+        // Handlers are synchronous: run the requests on the runtime and wait
+        // here, bounded by the quorum timeout (as REPLICAOF NO ONE waits).
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            let got = ask_peers(peers, key, password, needed, max_reply, QUORUM_READ_TIMEOUT).await;
+            let _ = tx.send(got);
+        });
+        let got = tokio::task::block_in_place(|| {
+            rx.recv_timeout(QUORUM_READ_TIMEOUT + std::time::Duration::from_millis(500))
+        })
+        .unwrap_or_default();
+        replies.extend(got);
+    }
+    match decide(&replies, q.r) {
+        Ok(v) => {
+            ctx.out.optional_bulk(v.as_deref());
+            Ok(())
+        }
+        Err(QuorumError::NotEnoughReplies { got, needed }) => Err(CmdError::msg(format!(
+            "NOQUORUM only {got} of {needed} nodes answered"
+        ))),
+        Err(e) => Err(CmdError::msg(format!("ERR {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use std::sync::Arc;
+
+    use crate::commands::{execute, ClientState, Ctx};
+    use crate::config::{FileConfig, FsyncSetting, ServerArgs, ServerConfig};
+    use crate::reply::{Protocol, Reply};
+    use crate::resp::Args;
+    use crate::state::Shared;
+    use crate::store::Store;
+
+    fn run(shared: &Arc<Shared>, client: &mut ClientState, args: &[&str]) -> String {
+        let mut out = Reply::new(Protocol::Resp2);
+        let mut data = Vec::new();
+        let mut ranges = Vec::new();
+        for a in args {
+            let start = data.len();
+            data.extend_from_slice(a.as_bytes());
+            ranges.push((start, data.len()));
+        }
+        let mut ctx = Ctx::new(shared, client, &mut out);
+        execute(&mut ctx, Args::from_owned(&data, &ranges));
+        String::from_utf8_lossy(out.as_bytes()).into_owned()
+    }
+
+    #[test]
+    fn a_lone_primary_is_its_own_quorum() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ServerArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            fsync: Some(FsyncSetting::Never),
+            ..ServerArgs::default()
+        };
+        let cfg = ServerConfig::merge(&args, &FileConfig::default()).unwrap();
+        let shared = Arc::new(Shared::new(Store::open(&cfg).unwrap(), cfg));
+        let a = "127.0.0.1:1".parse().unwrap();
+        let mut client = ClientState::new(shared.clients.register(a, a), &shared);
+        assert_eq!(
+            run(&shared, &mut client, &["WALSHIP", "QUORUM"]),
+            "*6\r\n$1\r\nn\r\n:1\r\n$1\r\nw\r\n:1\r\n$1\r\nr\r\n:1\r\n"
+        );
+        assert_eq!(run(&shared, &mut client, &["SET", "k", "v1"]), "+OK\r\n");
+        assert_eq!(
+            run(&shared, &mut client, &["WALSHIP", "QUORUMGET", "k"]),
+            "$2\r\nv1\r\n"
+        );
+        assert_eq!(
+            run(&shared, &mut client, &["walship", "quorumget", "nope"]),
+            "$-1\r\n"
+        );
+        assert_eq!(run(&shared, &mut client, &["DEL", "k"]), ":1\r\n");
+        assert_eq!(
+            run(&shared, &mut client, &["WALSHIP", "QUORUMGET", "k"]),
+            "$-1\r\n"
+        );
+        assert!(run(&shared, &mut client, &["WALSHIP", "QUORUMGET"])
+            .starts_with("-ERR wrong number of arguments for 'walship|quorumget'"));
     }
 }
