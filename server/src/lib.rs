@@ -19,6 +19,8 @@
 //!   client registry, SCAN cursors, metrics.
 //! - [`metrics`] and [`admin`]: counters and latency histograms, served as
 //!   Prometheus text on the admin port with `/health` and `/status`.
+//! - [`replication`]: the node's role, hub or receiver, synchronous-commit
+//!   settings; [`quorum`]: quorum reads (`WALSHIP QUORUMGET`, W + R > N).
 //!
 //! # A request's path
 //!
@@ -37,6 +39,7 @@ pub mod connection;
 pub mod dev;
 pub mod lock;
 pub mod metrics;
+pub mod quorum;
 pub mod replication;
 pub mod reply;
 pub mod resp;
