@@ -40,18 +40,30 @@ fn run_client(port_con: redis::Connection, client: usize, seed: u64) -> ClientMo
                 let k = key(rng.gen_range(0..KEYS_PER_CLIENT));
                 let len = rng.gen_range(0..200);
                 let v: Vec<u8> = (0..len).map(|_| rng.gen_range(b'a'..=b'z')).collect();
-                let _: () = redis::cmd("SET").arg(&k).arg(&v).query(&mut con).expect("SET");
+                let _: () = redis::cmd("SET")
+                    .arg(&k)
+                    .arg(&v)
+                    .query(&mut con)
+                    .expect("SET");
                 model.keys.insert(k, v);
             }
             4 | 5 => {
                 let n = rng.gen_range(1..=3);
-                let keys: Vec<Vec<u8>> = (0..n).map(|_| key(rng.gen_range(0..KEYS_PER_CLIENT))).collect();
+                let keys: Vec<Vec<u8>> = (0..n)
+                    .map(|_| key(rng.gen_range(0..KEYS_PER_CLIENT)))
+                    .collect();
                 let removed: i64 = redis::cmd("DEL").arg(&keys).query(&mut con).expect("DEL");
                 let mut distinct = keys.clone();
                 distinct.sort();
                 distinct.dedup();
-                let expected = distinct.iter().filter(|k| model.keys.contains_key(*k)).count();
-                assert_eq!(removed as usize, expected, "client {client} op {op}: DEL {keys:?}");
+                let expected = distinct
+                    .iter()
+                    .filter(|k| model.keys.contains_key(*k))
+                    .count();
+                assert_eq!(
+                    removed as usize, expected,
+                    "client {client} op {op}: DEL {keys:?}"
+                );
                 for k in &keys {
                     model.keys.remove(k);
                 }
@@ -69,7 +81,10 @@ fn run_client(port_con: redis::Connection, client: usize, seed: u64) -> ClientMo
             }
             _ => {
                 let c = rng.gen_range(0..COUNTERS);
-                let _: i64 = redis::cmd("INCR").arg(format!("counter:{c}")).query(&mut con).expect("INCR");
+                let _: i64 = redis::cmd("INCR")
+                    .arg(format!("counter:{c}"))
+                    .query(&mut con)
+                    .expect("INCR");
                 *model.increments.entry(c).or_default() += 1;
             }
         }
@@ -101,14 +116,19 @@ fn standbys_converge_to_identical_state_under_concurrent_load() {
         }
     }
     for (c, n) in counters {
-        expected.insert(format!("counter:{c}").into_bytes(), n.to_string().into_bytes());
+        expected.insert(
+            format!("counter:{c}").into_bytes(),
+            n.to_string().into_bytes(),
+        );
     }
 
     wait_caught_up(&primary, &[&s1, &s2]);
     let primary_info = info(&primary);
     assert_eq!(primary_info.num("connected_slaves"), 2, "{primary_info:#?}");
     for (name, sync_state) in [("s1", "sync"), ("s2", "async")] {
-        let line = primary_info.slave_named(name).unwrap_or_else(|| panic!("no {name}: {primary_info:#?}"));
+        let line = primary_info
+            .slave_named(name)
+            .unwrap_or_else(|| panic!("no {name}: {primary_info:#?}"));
         assert_eq!(line["state"], "online", "{primary_info:#?}");
         assert_eq!(line["sync_state"], sync_state, "{primary_info:#?}");
     }
@@ -130,7 +150,11 @@ fn standbys_converge_to_identical_state_under_concurrent_load() {
 
 fn set(server: &walship_tests::TestServer, key: &str, value: &str) {
     let mut con = server.connection();
-    let _: () = redis::cmd("SET").arg(key).arg(value).query(&mut con).expect("SET");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut con)
+        .expect("SET");
 }
 
 fn write_batch(server: &walship_tests::TestServer, prefix: &str, count: usize, value_len: usize) {
@@ -151,7 +175,11 @@ fn standby_restart_resumes_without_base_backup() {
     let mut s1 = start_standby(&primary, "s1", &[]);
     write_batch(&primary, "before", 200, 50);
     wait_caught_up(&primary, &[&s1]);
-    assert_eq!(info(&s1).num("walship_base_backups"), 1, "the first start of an empty standby takes a base backup");
+    assert_eq!(
+        info(&s1).num("walship_base_backups"),
+        1,
+        "the first start of an empty standby takes a base backup"
+    );
 
     s1.terminate();
     write_batch(&primary, "while-down", 200, 50);
@@ -167,7 +195,11 @@ fn standby_restart_resumes_without_base_backup() {
         s1.log_tail()
     );
     let (a, b) = (keyspace(&primary), keyspace(&s1));
-    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+    assert!(
+        a == b,
+        "standby differs from the primary: {}",
+        keyspace_diff(&b, &a)
+    );
     assert_eq!(a.len(), 450);
 
     // A crash (SIGKILL) rather than a clean stop resumes the same way.
@@ -175,9 +207,18 @@ fn standby_restart_resumes_without_base_backup() {
     write_batch(&primary, "after-crash", 100, 50);
     s1.restart().expect("restarting the standby after SIGKILL");
     wait_caught_up(&primary, &[&s1]);
-    assert_eq!(info(&s1).num("walship_base_backups"), 0, "{}", s1.log_tail());
+    assert_eq!(
+        info(&s1).num("walship_base_backups"),
+        0,
+        "{}",
+        s1.log_tail()
+    );
     let (a, b) = (keyspace(&primary), keyspace(&s1));
-    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+    assert!(
+        a == b,
+        "standby differs from the primary: {}",
+        keyspace_diff(&b, &a)
+    );
 }
 
 /// A primary with tiny segments and frequent checkpoints whose slots may
@@ -217,8 +258,18 @@ fn slot_cap_invalidates_slot() {
     outrun_stopped_standby(&primary, &mut s1);
     wait_until(
         CONVERGE_TIMEOUT,
-        || info(&primary).slot("s1").is_some_and(|s| s["invalidated"] == "1"),
-        || format!("slot s1 invalidated after outrunning its cap: {:#?}\n{}", info(&primary), primary.log_tail()),
+        || {
+            info(&primary)
+                .slot("s1")
+                .is_some_and(|s| s["invalidated"] == "1")
+        },
+        || {
+            format!(
+                "slot s1 invalidated after outrunning its cap: {:#?}\n{}",
+                info(&primary),
+                primary.log_tail()
+            )
+        },
     );
     assert!(info(&primary).num("walship_slots") >= 1);
 }
@@ -240,13 +291,20 @@ fn removed_wal_triggers_base_backup() {
     );
     let (a, b) = (keyspace(&primary), keyspace(&s1));
     assert_eq!(a.len(), 1050);
-    assert!(a == b, "standby differs from the primary: {}", keyspace_diff(&b, &a));
+    assert!(
+        a == b,
+        "standby differs from the primary: {}",
+        keyspace_diff(&b, &a)
+    );
 
     // And it streams normally afterwards.
     set(&primary, "after-backup", "yes");
     wait_caught_up(&primary, &[&s1]);
     let mut con = s1.connection();
-    let v: Option<String> = redis::cmd("GET").arg("after-backup").query(&mut con).unwrap();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("after-backup")
+        .query(&mut con)
+        .unwrap();
     assert_eq!(v.as_deref(), Some("yes"));
 }
 
@@ -272,14 +330,20 @@ fn read_your_writes_on_a_standby() {
     let mut reader = standby.raw();
     for i in 0..50 {
         let value = format!("v{i}");
-        assert_eq!(writer.command(&["SET", "ryw", &value]), Reply::Simple("OK".into()));
+        assert_eq!(
+            writer.command(&["SET", "ryw", &value]),
+            Reply::Simple("OK".into())
+        );
         let lsn = match writer.command(&["WALSHIP", "LSN"]) {
             Reply::Integer(n) if n > 0 => n,
             other => panic!("WALSHIP LSN replied {other:?}"),
         };
         match reader.command(&["WALSHIP", "WAITLSN", &lsn.to_string(), "5000"]) {
             Reply::Integer(applied) => assert!(applied >= lsn, "WAITLSN {lsn} replied {applied}"),
-            other => panic!("WALSHIP WAITLSN {lsn} replied {other:?}\n{}", standby.log_tail()),
+            other => panic!(
+                "WALSHIP WAITLSN {lsn} replied {other:?}\n{}",
+                standby.log_tail()
+            ),
         }
         assert_eq!(
             reader.command(&["GET", "ryw"]),
@@ -359,16 +423,30 @@ fn readonly_standby_and_role() {
     let rest = text
         .strip_prefix("OK promoted: epoch ")
         .unwrap_or_else(|| panic!("REPLICAOF NO ONE replied {text:?}"));
-    let (epoch, lsn) = rest.split_once(" starts at LSN ").expect("epoch E starts at LSN L");
+    let (epoch, lsn) = rest
+        .split_once(" starts at LSN ")
+        .expect("epoch E starts at LSN L");
     let epoch: u64 = epoch.parse().expect("epoch number");
     let lsn: u64 = lsn.parse().expect("LSN number");
-    assert!(epoch > epoch_before, "promotion starts a newer epoch: {epoch} after {epoch_before}");
-    assert!(lsn >= end, "the new epoch starts at or after the replicated WAL end ({lsn} < {end})");
+    assert!(
+        epoch > epoch_before,
+        "promotion starts a newer epoch: {epoch} after {epoch_before}"
+    );
+    assert!(
+        lsn >= end,
+        "the new epoch starts at or after the replicated WAL end ({lsn} < {end})"
+    );
     let promoted = info(&standby);
     assert_eq!(promoted.field("role"), "master");
     assert_eq!(promoted.num("walship_epoch"), epoch);
-    assert_eq!(con.command(&["SET", "k", "new"]), Reply::Simple("OK".into()));
-    assert_eq!(con.command(&["GET", "k"]), Reply::Bulk(Some(b"new".to_vec())));
+    assert_eq!(
+        con.command(&["SET", "k", "new"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        con.command(&["GET", "k"]),
+        Reply::Bulk(Some(b"new".to_vec()))
+    );
     match con.command(&["ROLE"]) {
         Reply::Array(Some(items)) => assert_eq!(items[0].text(), "master"),
         other => panic!("ROLE after promotion replied {other:?}"),
@@ -378,5 +456,109 @@ fn readonly_standby_and_role() {
         Reply::Simple("OK Already a primary".into())
     );
     // The old primary is untouched.
-    assert_eq!(primary.raw().command(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    assert_eq!(
+        primary.raw().command(&["GET", "k"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+}
+
+#[test]
+fn standby_joining_during_load_gets_a_consistent_base_backup() {
+    let seed = seed("standby_joining_during_load_gets_a_consistent_base_backup");
+    let primary = start_primary(&[]);
+    write_batch(&primary, "initial", 300, 100);
+    let handles: Vec<_> = (0..4)
+        .map(|client| {
+            let con = primary.connection();
+            thread::spawn(move || run_client(con, client, seed))
+        })
+        .collect();
+    // Joins while the clients write: its base backup and the WAL after it
+    // must add up to exactly the primary's state.
+    let late = start_standby(&primary, "late", &[]);
+    let mut expected = keyspace_of_batch("initial", 300, 100);
+    let mut counters: BTreeMap<u32, i64> = BTreeMap::new();
+    for handle in handles {
+        let model = handle.join().expect("a client thread panicked");
+        expected.extend(model.keys);
+        for (c, n) in model.increments {
+            *counters.entry(c).or_default() += n;
+        }
+    }
+    for (c, n) in counters {
+        expected.insert(format!("counter:{c}").into_bytes(), n.to_string().into_bytes());
+    }
+    wait_caught_up(&primary, &[&late]);
+    assert_eq!(info(&late).num("walship_base_backups"), 1);
+    let on_primary = keyspace(&primary);
+    assert!(on_primary == expected, "seed {seed}: {}", keyspace_diff(&on_primary, &expected));
+    let on_standby = keyspace(&late);
+    assert!(on_standby == on_primary, "seed {seed}: {}", keyspace_diff(&on_standby, &on_primary));
+}
+
+fn keyspace_of_batch(prefix: &str, count: usize, value_len: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let value = "x".repeat(value_len);
+    (0..count)
+        .map(|i| (format!("{prefix}:{i}").into_bytes(), format!("{value}{i}").into_bytes()))
+        .collect()
+}
+
+#[test]
+fn primary_restart_starts_a_new_epoch_and_standbys_follow() {
+    let mut primary = start_primary(&[]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    write_batch(&primary, "before", 100, 20);
+    wait_caught_up(&primary, &[&s1]);
+    let epoch_before = info(&primary).num("walship_epoch");
+    let port = primary.port();
+
+    primary.terminate();
+    primary.restart().expect("restarting the primary");
+    assert_eq!(primary.port(), port, "the primary came back on another port; the standby cannot follow");
+    let epoch_after = info(&primary).num("walship_epoch");
+    assert!(epoch_after > epoch_before, "a primary start begins a new epoch ({epoch_before} -> {epoch_after})");
+
+    write_batch(&primary, "after", 100, 20);
+    wait_caught_up(&primary, &[&s1]);
+    let standby_info = info(&s1);
+    assert_eq!(standby_info.num("walship_epoch"), epoch_after, "{standby_info:#?}");
+    assert_eq!(standby_info.num("walship_base_backups"), 0, "{standby_info:#?}\n{}", s1.log_tail());
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert_eq!(a.len(), 200);
+    assert!(a == b, "{}", keyspace_diff(&b, &a));
+}
+
+#[test]
+fn standby_follows_a_promoted_standby() {
+    let mut primary = start_primary(&[]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    let s2 = start_standby(&primary, "s2", &[]);
+    write_batch(&primary, "before", 100, 20);
+    wait_caught_up(&primary, &[&s1, &s2]);
+
+    // The primary dies; s1 is promoted and s2 re-pointed at it.
+    primary.kill();
+    let mut con = s1.raw();
+    match con.command(&["REPLICAOF", "NO", "ONE"]) {
+        Reply::Simple(s) if s.starts_with("OK promoted") => {}
+        other => panic!("REPLICAOF NO ONE replied {other:?}"),
+    }
+    let port = s1.port().to_string();
+    assert_eq!(s2.raw().command(&["REPLICAOF", "127.0.0.1", &port]), Reply::Simple("OK".into()));
+    assert_eq!(con.command(&["SET", "after-failover", "yes"]), Reply::Simple("OK".into()));
+    wait_caught_up(&s1, &[&s2]);
+
+    let follower = info(&s2);
+    assert_eq!(follower.field("role"), "slave");
+    assert_eq!(follower.num("master_port"), s1.port() as u64);
+    assert_eq!(follower.num("walship_epoch"), info(&s1).num("walship_epoch"), "{follower:#?}");
+    assert_eq!(
+        follower.num("walship_base_backups"),
+        0,
+        "s2 held a prefix of the new primary's history and continues without a base backup: {follower:#?}\n{}",
+        s2.log_tail()
+    );
+    let (a, b) = (keyspace(&s1), keyspace(&s2));
+    assert_eq!(a.len(), 101);
+    assert!(a == b, "{}", keyspace_diff(&b, &a));
 }

@@ -1,0 +1,562 @@
+//! Hostile replication peers change nothing: a standby from another cluster
+//! is refused and keeps its own data; malformed frames sent to a primary's
+//! replication port close that connection only; a fake "primary" sending
+//! garbage WAL or broken frames cannot change a standby's data or WAL end.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use walship_tests::cluster::frames::{self, crc32, frame};
+use walship_tests::cluster::{
+    info, keyspace, keyspace_diff, start_primary, start_standby, start_with_config_file,
+    wait_caught_up, wait_until, write_config, CONVERGE_TIMEOUT,
+};
+use walship_tests::resp::Reply;
+use walship_tests::seed::rng;
+use walship_tests::TestServer;
+
+/// How long a peer may take to close a connection it must close.
+const CLOSE_GUARD: Duration = Duration::from_secs(15);
+
+fn set(server: &TestServer, key: &str, value: &str) {
+    assert_eq!(
+        server.raw().command(&["SET", key, value]),
+        Reply::Simple("OK".into())
+    );
+}
+
+fn get(server: &TestServer, key: &str) -> Reply {
+    server.raw().command(&["GET", key])
+}
+
+#[test]
+fn another_clusters_standby_is_refused() {
+    let primary = start_primary(&[]);
+    set(&primary, "theirs", "primary's");
+
+    // A node of its own cluster: started alone, as a primary, with a key.
+    let (mut other, _config_dir, config) = start_with_config_file("name = \"intruder\"\n");
+    set(&other, "mine", "intruder's");
+    let own_cluster = info(&other).field("walship_cluster_id").to_string();
+    assert_ne!(own_cluster, info(&primary).field("walship_cluster_id"));
+    other.terminate();
+
+    // Restarted as a standby of the primary.
+    write_config(
+        &config,
+        &format!(
+            "name = \"intruder\"\nreplicate-from = \"127.0.0.1:{}\"\n",
+            primary.port()
+        ),
+    );
+    other.restart().expect("restarting as a standby");
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            info(&other)
+                .get("walship_last_error")
+                .is_some_and(|e| e.contains("cluster"))
+        },
+        || {
+            format!(
+                "a refusal naming the cluster: {:#?}\n{}",
+                info(&other),
+                other.log_tail()
+            )
+        },
+    );
+    let refused = info(&other);
+    assert_eq!(refused.field("role"), "slave");
+    assert_eq!(refused.field("master_link_status"), "down", "{refused:#?}");
+    assert_eq!(
+        refused.field("walship_cluster_id"),
+        own_cluster,
+        "its identity is untouched"
+    );
+    assert_eq!(refused.num("walship_base_backups"), 0, "{refused:#?}");
+    assert_eq!(
+        get(&other, "mine"),
+        Reply::Bulk(Some(b"intruder's".to_vec()))
+    );
+    assert_eq!(get(&other, "theirs"), Reply::Bulk(None));
+
+    // The primary made no slot for it and lists no standby.
+    let primary_info = info(&primary);
+    assert!(primary_info.slot("intruder").is_none(), "{primary_info:#?}");
+    assert_eq!(primary_info.num("connected_slaves"), 0, "{primary_info:#?}");
+    assert_eq!(get(&primary, "mine"), Reply::Bulk(None));
+
+    // The same holds when a running primary is re-pointed with REPLICAOF.
+    let third = start_primary(&[]);
+    set(&third, "third", "3");
+    let port = primary.port().to_string();
+    assert_eq!(
+        third.raw().command(&["REPLICAOF", "127.0.0.1", &port]),
+        Reply::Simple("OK".into())
+    );
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            info(&third)
+                .get("walship_last_error")
+                .is_some_and(|e| e.contains("cluster"))
+        },
+        || {
+            format!(
+                "a refusal naming the cluster: {:#?}\n{}",
+                info(&third),
+                third.log_tail()
+            )
+        },
+    );
+    assert_eq!(get(&third, "third"), Reply::Bulk(Some(b"3".to_vec())));
+    assert_eq!(get(&third, "theirs"), Reply::Bulk(None));
+}
+
+/// Opens a replication stream to `primary` the way a standby does.
+fn open_stream(primary: &TestServer) -> walship_tests::resp::RawConn {
+    let mut con = primary.raw();
+    assert_eq!(
+        con.command(&["WALSHIP", "STREAM", "1"]),
+        Reply::Simple("STREAM".into())
+    );
+    con
+}
+
+fn hostile_inputs(
+    seed_rng: &mut impl Rng,
+    cluster_id: u64,
+    epoch: u64,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut cases: Vec<(&'static str, Vec<u8>)> = Vec::new();
+
+    let random: Vec<u8> = (0..4096).map(|_| seed_rng.gen()).collect();
+    cases.push(("random bytes", random));
+
+    cases.push(("length 0xFFFFFFFF", {
+        let mut b = u32::MAX.to_le_bytes().to_vec();
+        b.extend_from_slice(&[0; 4]);
+        b.push(frames::HELLO);
+        b
+    }));
+    cases.push(("length one over the limit", {
+        let mut b = (16 * 1024 * 1024 + 4096 + 1u32).to_le_bytes().to_vec();
+        b.extend_from_slice(&[0; 4]);
+        b
+    }));
+    cases.push(("length zero", vec![0; 8]));
+
+    let hello = frames::hello(1, cluster_id, epoch, 0, "hostile");
+    cases.push(("Hello with a bad CRC", {
+        let mut b = frame(frames::HELLO, &hello);
+        b[4] ^= 0xFF;
+        b
+    }));
+    cases.push(("Hello with a flipped payload byte", {
+        let mut b = frame(frames::HELLO, &hello);
+        let last = b.len() - 1;
+        b[last] ^= 0x01;
+        b
+    }));
+    cases.push(("unknown frame type", frame(0xEE, b"whatever")));
+    cases.push(("truncated Hello payload", frame(frames::HELLO, &hello[..7])));
+    cases.push(("Hello name length past the payload", {
+        let mut p = hello[..28].to_vec();
+        p.extend_from_slice(&1000u32.to_le_bytes());
+        p.extend_from_slice(b"short");
+        frame(frames::HELLO, &p)
+    }));
+    cases.push((
+        "Hello name not UTF-8",
+        frame(frames::HELLO, &{
+            let mut p = hello[..28].to_vec();
+            p.extend_from_slice(&2u32.to_le_bytes());
+            p.extend_from_slice(&[0xC3, 0x28]);
+            p
+        }),
+    ));
+    cases.push(("Status before Hello", frame(frames::STATUS, &[0u8; 32])));
+    cases.push((
+        "WalData sent to the primary",
+        frame(
+            frames::WAL_DATA,
+            &frames::wal_data(epoch, 0, 0, &[0xAB; 64]),
+        ),
+    ));
+    // A CRC-correct frame whose checksum itself was built over other bytes.
+    cases.push(("CRC of another payload", {
+        let mut b = frame(frames::HELLO, &hello);
+        let other = crc32(b"not this frame");
+        b[4..8].copy_from_slice(&other.to_le_bytes());
+        b
+    }));
+    cases
+}
+
+#[test]
+fn hostile_frames_change_nothing() {
+    let mut rng = rng("hostile_frames_change_nothing");
+    let primary = start_primary(&[]);
+    for i in 0..20 {
+        set(&primary, &format!("k{i}"), &format!("v{i}"));
+    }
+    let before = keyspace(&primary);
+    let info_before = info(&primary);
+    let end_before = info_before.num("master_repl_offset");
+    let cluster_id =
+        u64::from_str_radix(info_before.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = info_before.num("walship_epoch");
+
+    for (what, bytes) in hostile_inputs(&mut rng, cluster_id, epoch) {
+        let mut con = open_stream(&primary);
+        // The server may close while we are still sending: that is fine.
+        let _ = con.send(&bytes);
+        if what == "random bytes" {
+            // Random bytes may declare a plausible length and wait for more.
+            let _ = con.shutdown_write();
+        }
+        let started = Instant::now();
+        let answer = con.read_until_closed().unwrap_or_else(|e| {
+            panic!(
+                "{what}: the primary did not close the stream: {e}\n{}",
+                primary.log_tail()
+            )
+        });
+        assert!(started.elapsed() < CLOSE_GUARD + Duration::from_secs(10));
+        for (kind, payload) in frames::parse(&answer) {
+            assert!(
+                kind == frames::ERROR || kind == frames::REFUSE,
+                "{what}: the primary answered with frame type {kind} ({:?})",
+                frames::reason(&payload)
+            );
+        }
+        assert_eq!(
+            primary.raw().command(&["PING"]),
+            Reply::Simple("PONG".into()),
+            "{what}"
+        );
+    }
+
+    // Well-formed Hellos the primary must refuse, saying why.
+    let refusals: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "another cluster",
+            frames::hello(1, cluster_id ^ 0x5A5A, epoch, 100, "stranger"),
+            "cluster",
+        ),
+        (
+            "protocol version 99",
+            frames::hello(99, cluster_id, epoch, 0, "future"),
+            "version",
+        ),
+        (
+            "a newer epoch",
+            frames::hello(1, cluster_id, epoch + 10, end_before, "from-the-future"),
+            "epoch",
+        ),
+    ];
+    for (what, hello, word) in refusals {
+        let mut con = open_stream(&primary);
+        con.send(&frame(frames::HELLO, &hello))
+            .expect("sending Hello");
+        let answer = con
+            .read_until_closed()
+            .unwrap_or_else(|e| panic!("{what}: the primary did not close the stream: {e}"));
+        let parsed = frames::parse(&answer);
+        let (kind, payload) = parsed
+            .first()
+            .unwrap_or_else(|| panic!("{what}: the primary closed without a Refuse frame"));
+        assert_eq!(
+            *kind,
+            frames::REFUSE,
+            "{what}: {:?}",
+            frames::reason(payload)
+        );
+        let reason = frames::reason(payload);
+        assert!(
+            reason.to_lowercase().contains(word),
+            "{what}: refusal {reason:?} should mention {word}"
+        );
+    }
+
+    // Nothing changed, and the primary still serves clients and standbys.
+    let after_info = info(&primary);
+    assert_eq!(
+        after_info.num("master_repl_offset"),
+        end_before,
+        "{after_info:#?}"
+    );
+    assert_eq!(
+        after_info.num("walship_slots"),
+        0,
+        "no slot for a refused peer: {after_info:#?}"
+    );
+    assert_eq!(after_info.num("connected_slaves"), 0, "{after_info:#?}");
+    let after = keyspace(&primary);
+    assert!(after == before, "{}", keyspace_diff(&after, &before));
+    let standby = start_standby(&primary, "real", &[]);
+    set(&primary, "after-hostile", "1");
+    wait_caught_up(&primary, &[&standby]);
+    let on_standby = keyspace(&standby);
+    let on_primary = keyspace(&primary);
+    assert!(
+        on_standby == on_primary,
+        "{}",
+        keyspace_diff(&on_standby, &on_primary)
+    );
+}
+
+/// Reads the standby's handshake command up to its last CRLF.
+fn read_handshake(stream: &mut TcpStream) {
+    // *3 $7 WALSHIP $6 STREAM $n PORT: 7 lines.
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while seen.windows(2).filter(|w| w == b"\r\n").count() < 7 {
+        stream
+            .read_exact(&mut byte)
+            .expect("reading the standby's handshake");
+        seen.push(byte[0]);
+        assert!(
+            seen.len() < 4096,
+            "handshake too long: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(
+        text.contains("WALSHIP") && text.contains("STREAM"),
+        "handshake {text:?}"
+    );
+}
+
+/// Reads one frame; returns (type, payload).
+fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 8];
+    stream
+        .read_exact(&mut header)
+        .expect("reading a frame header");
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    assert!((1..=1 << 20).contains(&len), "frame length {len}");
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("reading a frame body");
+    assert_eq!(
+        crc32(&body),
+        u32::from_le_bytes(header[4..8].try_into().unwrap()),
+        "frame CRC"
+    );
+    (body[0], body[1..].to_vec())
+}
+
+/// Accepts one connection within `CLOSE_GUARD`.
+fn accept(listener: &TcpListener) -> TcpStream {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                stream.set_read_timeout(Some(CLOSE_GUARD)).unwrap();
+                stream.set_write_timeout(Some(CLOSE_GUARD)).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the standby did not connect to the fake primary: {e}"),
+        }
+    }
+}
+
+/// Whether the peer closed the connection (EOF or reset) within the guard,
+/// discarding whatever it sent meanwhile (Status frames).
+fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A WAL record header with a payload length that makes it "whole", a
+/// random CRC and type Put, then random payload bytes.
+fn garbage_record(rng: &mut impl Rng, payload_len: u32) -> Vec<u8> {
+    let mut r = payload_len.to_le_bytes().to_vec();
+    r.extend_from_slice(&rng.gen::<u32>().to_le_bytes());
+    r.extend_from_slice(&[1, 0, 0, 0]);
+    r.extend((0..payload_len).map(|_| rng.gen::<u8>()));
+    r
+}
+
+#[test]
+fn hostile_primary_cannot_change_a_standby() {
+    let mut rng = rng("hostile_primary_cannot_change_a_standby");
+    let primary = start_primary(&[]);
+    let standby = start_standby(&primary, "victim", &[]);
+    for i in 0..20 {
+        set(&primary, &format!("k{i}"), &format!("v{i}"));
+    }
+    wait_caught_up(&primary, &[&standby]);
+    let before = keyspace(&standby);
+    let info_before = info(&standby);
+    let end_before = info_before.num("master_repl_offset");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("fake primary listener");
+    listener.set_nonblocking(true).unwrap();
+    let fake_port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(
+        standby
+            .raw()
+            .command(&["REPLICAOF", "127.0.0.1", &fake_port]),
+        Reply::Simple("OK".into())
+    );
+
+    type Case = Box<dyn Fn(&mut dyn FnMut(u32) -> Vec<u8>, u64, u64) -> Vec<u8>>;
+    let cases: Vec<(&str, Case)> = vec![
+        (
+            "a record with a wrong CRC",
+            Box::new(|garbage, epoch, end| {
+                frame(
+                    frames::WAL_DATA,
+                    &frames::wal_data(epoch, end, end, &garbage(40)),
+                )
+            }),
+        ),
+        (
+            "an all-zero record header",
+            Box::new(|_, epoch, end| {
+                frame(
+                    frames::WAL_DATA,
+                    &frames::wal_data(epoch, end, end, &[0u8; 12]),
+                )
+            }),
+        ),
+        (
+            "a record length past the largest record",
+            Box::new(|_, epoch, end| {
+                let mut r = ((1u32 << 30) + 1).to_le_bytes().to_vec();
+                r.extend_from_slice(&[0x55, 0x55, 0x55, 0x55, 1, 0, 0, 0]);
+                r.extend_from_slice(&[0u8; 52]);
+                frame(frames::WAL_DATA, &frames::wal_data(epoch, end, end, &r))
+            }),
+        ),
+        (
+            "a frame with a bad CRC",
+            Box::new(|garbage, epoch, end| {
+                let mut f = frame(
+                    frames::WAL_DATA,
+                    &frames::wal_data(epoch, end, end, &garbage(40)),
+                );
+                f[5] ^= 0x10;
+                f
+            }),
+        ),
+        (
+            "WAL at the wrong LSN",
+            Box::new(|garbage, epoch, end| {
+                frame(
+                    frames::WAL_DATA,
+                    &frames::wal_data(epoch, end + 4096, end + 4096, &garbage(40)),
+                )
+            }),
+        ),
+        (
+            "an oversized frame length",
+            Box::new(|_, _, _| {
+                let mut b = u32::MAX.to_le_bytes().to_vec();
+                b.extend_from_slice(&[0u8; 4]);
+                b.push(frames::WAL_DATA);
+                b
+            }),
+        ),
+        (
+            "a Hello sent to the standby",
+            Box::new(|_, epoch, end| frame(frames::HELLO, &frames::hello(1, 1, epoch, end, "x"))),
+        ),
+    ];
+
+    let mut not_closed = Vec::new();
+    for (what, case) in &cases {
+        let mut stream = accept(&listener);
+        read_handshake(&mut stream);
+        stream.write_all(b"+STREAM\r\n").unwrap();
+        let (kind, hello) = read_frame(&mut stream);
+        assert_eq!(kind, frames::HELLO);
+        let cluster_id = u64::from_le_bytes(hello[4..12].try_into().unwrap());
+        let epoch = u64::from_le_bytes(hello[12..20].try_into().unwrap());
+        let end = u64::from_le_bytes(hello[20..28].try_into().unwrap());
+        assert_eq!(
+            end, end_before,
+            "{what}: the standby's WAL end in its Hello"
+        );
+        let mut out = frame(
+            frames::WELCOME,
+            &frames::welcome(cluster_id, epoch, end, end + 64),
+        );
+        let mut garbage = |len: u32| garbage_record(&mut rng, len);
+        out.extend_from_slice(&case(&mut garbage, epoch, end));
+        let _ = stream.write_all(&out);
+        if !closed_by_peer(&mut stream) {
+            not_closed.push(*what);
+        }
+        assert_eq!(
+            standby.raw().command(&["PING"]),
+            Reply::Simple("PONG".into()),
+            "{what}"
+        );
+        assert_eq!(
+            info(&standby).num("master_repl_offset"),
+            end_before,
+            "{what}: the WAL end moved"
+        );
+    }
+
+    let after_info = info(&standby);
+    assert_eq!(after_info.field("role"), "slave");
+    assert_eq!(
+        after_info.num("master_repl_offset"),
+        end_before,
+        "{after_info:#?}"
+    );
+    assert_eq!(
+        after_info.field("walship_cluster_id"),
+        info_before.field("walship_cluster_id")
+    );
+    assert_eq!(
+        after_info.field("walship_epoch"),
+        info_before.field("walship_epoch")
+    );
+    assert!(
+        after_info.get("walship_last_error").is_some(),
+        "an error is shown: {after_info:#?}"
+    );
+    let after = keyspace(&standby);
+    assert!(
+        after == before,
+        "the standby's data changed: {}",
+        keyspace_diff(&after, &before)
+    );
+    assert!(
+        not_closed.is_empty(),
+        "the standby kept these hostile streams open (within {CLOSE_GUARD:?}): {not_closed:?}\n{}",
+        standby.log_tail()
+    );
+
+    // Back to the real primary: it resumes from its own WAL end and catches up.
+    let real = primary.port().to_string();
+    assert_eq!(
+        standby.raw().command(&["REPLICAOF", "127.0.0.1", &real]),
+        Reply::Simple("OK".into())
+    );
+    set(&primary, "after", "fake");
+    wait_caught_up(&primary, &[&standby]);
+    let resumed = info(&standby);
+    assert_eq!(resumed.num("walship_base_backups"), 0, "{resumed:#?}");
+    let (a, b) = (keyspace(&primary), keyspace(&standby));
+    assert!(a == b, "{}", keyspace_diff(&b, &a));
+}
