@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::replication::Role;
 use crate::state::Shared;
 
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -119,7 +120,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
     let s = shared.store.stats();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "role": "primary",
+        "role": if shared.replication.is_standby() { "standby" } else { "primary" },
         "port": shared.port.load(Ordering::Relaxed),
         "data_dir": shared.config.data_dir.display().to_string(),
         "fsync": shared.config.fsync.to_string(),
@@ -144,10 +145,87 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "duration_ms_total": s.checkpoint_ms_total,
             "last_lsn": s.last_checkpoint_lsn,
         },
-        "replication": {
-            "standbys": [],
-        },
+        "replication": replication_json(shared),
     })
+}
+
+/// The `replication` object of `/status`: the node's role and WAL
+/// positions, then on a primary one PostgreSQL-style row per standby
+/// (`pg_stat_replication`) and the slots (`pg_replication_slots`), on a
+/// standby the state of its link to the primary (`pg_stat_wal_receiver`).
+pub fn replication_json(shared: &Shared) -> serde_json::Value {
+    use serde_json::json;
+    let repl = &shared.replication;
+    let engine = shared.store.engine();
+    let mut doc = json!({
+        "role": if repl.is_standby() { "standby" } else { "primary" },
+        "epoch": engine.epoch(),
+        "cluster_id": format!("{:016x}", engine.cluster_id()),
+        "end_lsn": engine.end_lsn(),
+        "flushed_lsn": engine.flushed_lsn(),
+        "synchronous_standby_names": repl.hub.sync_names().to_string(),
+        "synchronous_commit": repl.sync_commit().as_str(),
+    });
+    let obj = doc.as_object_mut().expect("an object");
+    match repl.role() {
+        Role::Primary => {
+            let standbys: Vec<serde_json::Value> = repl
+                .hub
+                .standby_views()
+                .into_iter()
+                .map(|v| {
+                    json!({
+                        "name": v.name,
+                        "client_addr": v.addr.ip().to_string(),
+                        "client_port": v.listening_port,
+                        "state": v.state,
+                        "sent_lsn": v.sent_lsn,
+                        "write_lsn": v.write_lsn,
+                        "flush_lsn": v.flush_lsn,
+                        "replay_lsn": v.replay_lsn,
+                        "write_lag_ms": v.write_lag_ms,
+                        "flush_lag_ms": v.flush_lag_ms,
+                        "replay_lag_ms": v.replay_lag_ms,
+                        "lag_bytes": v.lag_bytes,
+                        "sync_state": v.sync_state,
+                        "last_reply_secs": v.last_reply_secs,
+                    })
+                })
+                .collect();
+            obj.insert("standbys".into(), standbys.into());
+        }
+        Role::Standby {
+            primary, receiver, ..
+        } => {
+            let st = receiver.status();
+            obj.insert("primary".into(), primary.into());
+            obj.insert("link_up".into(), st.link_up.into());
+            obj.insert("replication_state".into(), st.state.into());
+            obj.insert("primary_end_lsn".into(), st.primary_end_lsn.into());
+            obj.insert("primary_flushed_lsn".into(), st.primary_flushed_lsn.into());
+            obj.insert("last_error".into(), st.last_error.into());
+            obj.insert("base_backups".into(), st.base_backups.into());
+            obj.insert("consistent".into(), engine.is_consistent().into());
+        }
+    }
+    let slots: Vec<serde_json::Value> = repl
+        .slots
+        .list()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "restart_lsn": s.restart_lsn,
+                "invalidated": s.invalidated,
+            })
+        })
+        .collect();
+    obj.insert("slots".into(), slots.into());
+    obj.insert(
+        "max_slot_wal_keep_size".into(),
+        repl.slots.max_keep_bytes().into(),
+    );
+    doc
 }
 
 fn reason(status: u16) -> &'static str {
@@ -175,4 +253,153 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{FileConfig, FsyncSetting, ServerArgs, ServerConfig};
+    use crate::store::Store;
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let args = ServerArgs {
+            data_dir: Some(dir.to_path_buf()),
+            fsync: Some(FsyncSetting::Never),
+            ..ServerArgs::default()
+        };
+        let cfg = ServerConfig::merge(&args, &FileConfig::default()).unwrap();
+        Arc::new(Shared::new(Store::open(&cfg).unwrap(), cfg))
+    }
+
+    fn status(shared: &Shared) -> serde_json::Value {
+        let (code, ctype, body) = route(shared, "/status");
+        assert_eq!((code, ctype), (200, "application/json"));
+        serde_json::from_str(&body).expect("/status is JSON")
+    }
+
+    #[test]
+    fn status_of_a_primary_has_the_replication_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        shared
+            .replication
+            .slots
+            .acquire("quo\"ted\\name", 5)
+            .unwrap();
+        let doc = status(&shared);
+        assert_eq!(doc["role"], "primary");
+        let r = &doc["replication"];
+        assert_eq!(r["role"], "primary");
+        assert_eq!(r["epoch"], doc["epoch"]);
+        let id = r["cluster_id"].as_str().unwrap();
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(r["end_lsn"].as_u64().is_some());
+        assert!(r["flushed_lsn"].as_u64().is_some());
+        assert_eq!(r["synchronous_standby_names"], "");
+        assert_eq!(r["synchronous_commit"], "on");
+        assert_eq!(r["standbys"], serde_json::json!([]));
+        assert_eq!(
+            r["slots"],
+            serde_json::json!([{"name": "quo\"ted\\name", "restart_lsn": 5, "invalidated": false}])
+        );
+        assert!(r.get("primary").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_and_metrics_of_a_standby_show_its_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        // Nothing listens there: the link stays down.
+        let unused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        shared.replication.follow(unused.to_string(), 1);
+        let doc = status(&shared);
+        assert_eq!(doc["role"], "standby");
+        let r = &doc["replication"];
+        assert_eq!(r["role"], "standby");
+        assert_eq!(r["primary"], unused.to_string());
+        assert_eq!(r["link_up"], false);
+        assert!(r["replication_state"].is_string());
+        assert_eq!(r["primary_end_lsn"], 0);
+        assert_eq!(r["base_backups"], 0);
+        assert!(r.get("last_error").is_some());
+        assert!(r.get("standbys").is_none());
+
+        let text = crate::metrics::render_prometheus(&shared);
+        for line in [
+            "walship_replication_role{role=\"standby\"} 1",
+            "walship_replication_role{role=\"primary\"} 0",
+            "walship_standbys_connected 0",
+            "walship_replication_link_up 0",
+            "walship_replication_primary_end_lsn 0",
+            "walship_base_backups_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_have_the_replication_families_with_escaped_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        shared
+            .replication
+            .slots
+            .acquire("quo\"ted\\name\nx", 5)
+            .unwrap();
+        let (code, ctype, text) = route(&shared, "/metrics");
+        assert_eq!(code, 200);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        let epoch = shared.store.epoch();
+        for line in [
+            "walship_replication_role{role=\"primary\"} 1".to_string(),
+            "walship_replication_role{role=\"standby\"} 0".to_string(),
+            format!("walship_epoch {epoch}"),
+            "walship_standbys_connected 0".to_string(),
+            "walship_slot_restart_lsn{slot=\"quo\\\"ted\\\\name\\nx\"} 5".to_string(),
+            "walship_slot_invalidated{slot=\"quo\\\"ted\\\\name\\nx\"} 0".to_string(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        for family in [
+            "walship_standby_sent_lsn",
+            "walship_standby_write_lsn",
+            "walship_standby_flush_lsn",
+            "walship_standby_replay_lsn",
+            "walship_standby_lag_bytes",
+            "walship_standby_write_lag_seconds",
+            "walship_standby_flush_lag_seconds",
+            "walship_standby_replay_lag_seconds",
+            "walship_standby_sync",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} gauge\n")),
+                "missing family {family}"
+            );
+        }
+        // Standby-only series are absent on a primary.
+        assert!(!text.contains("walship_replication_link_up"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample {l:?}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(crate::metrics::escape_label("plain"), "plain");
+        assert_eq!(
+            crate::metrics::escape_label("a\"b\\c\nd"),
+            "a\\\"b\\\\c\\nd"
+        );
+    }
 }

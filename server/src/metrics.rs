@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use walship_replication::StandbyView;
+
 use crate::commands::COMMANDS;
+use crate::replication::Role;
 use crate::state::Shared;
 
 /// Upper bounds of the latency buckets, in microseconds.
@@ -120,6 +123,182 @@ fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) 
 
 fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// Escapes a Prometheus label value: backslash, double quote and newline.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One per-standby sample: `None` when not measured yet.
+type StandbyValue = fn(&StandbyView) -> Option<f64>;
+
+/// The replication families: role and epoch, one series per standby and
+/// per slot on a primary, the link to the primary on a standby.
+fn render_replication(shared: &Shared, out: &mut String) {
+    let repl = &shared.replication;
+    let engine = shared.store.engine();
+    let role = repl.role();
+    let is_standby = matches!(role, Role::Standby { .. });
+    header(
+        out,
+        "walship_replication_role",
+        "gauge",
+        "1 for the role this node plays now (primary or standby).",
+    );
+    for (name, on) in [("primary", !is_standby), ("standby", is_standby)] {
+        let _ = writeln!(
+            out,
+            "walship_replication_role{{role=\"{name}\"}} {}",
+            u8::from(on)
+        );
+    }
+    gauge(
+        out,
+        "walship_epoch",
+        "Current epoch (timeline); every promotion and primary start begins a new one.",
+        engine.epoch(),
+    );
+    let views = if is_standby {
+        Vec::new()
+    } else {
+        repl.hub.standby_views()
+    };
+    gauge(
+        out,
+        "walship_standbys_connected",
+        "Standbys streaming from (or being seeded by) this primary.",
+        views.len(),
+    );
+    let per_standby: [(&str, &str, StandbyValue); 8] = [
+        (
+            "walship_standby_sent_lsn",
+            "WAL sent to the standby up to this LSN.",
+            |v| Some(v.sent_lsn as f64),
+        ),
+        (
+            "walship_standby_write_lsn",
+            "WAL written (not yet fsynced) on the standby up to this LSN.",
+            |v| Some(v.write_lsn as f64),
+        ),
+        (
+            "walship_standby_flush_lsn",
+            "WAL fsynced on the standby up to this LSN.",
+            |v| Some(v.flush_lsn as f64),
+        ),
+        (
+            "walship_standby_replay_lsn",
+            "WAL applied (readable) on the standby up to this LSN.",
+            |v| Some(v.replay_lsn as f64),
+        ),
+        (
+            "walship_standby_lag_bytes",
+            "Bytes the standby's flush LSN is behind this primary's WAL end.",
+            |v| Some(v.lag_bytes as f64),
+        ),
+        (
+            "walship_standby_write_lag_seconds",
+            "Time from sending WAL to the standby's write of it, last measured.",
+            |v| v.write_lag_ms.map(|ms| ms / 1e3),
+        ),
+        (
+            "walship_standby_flush_lag_seconds",
+            "Time from sending WAL to the standby's fsync of it, last measured.",
+            |v| v.flush_lag_ms.map(|ms| ms / 1e3),
+        ),
+        (
+            "walship_standby_replay_lag_seconds",
+            "Time from sending WAL to the standby's apply of it, last measured.",
+            |v| v.replay_lag_ms.map(|ms| ms / 1e3),
+        ),
+    ];
+    for (name, help, value) in per_standby {
+        header(out, name, "gauge", help);
+        for v in &views {
+            if let Some(x) = value(v) {
+                let _ = writeln!(out, "{name}{{standby=\"{}\"}} {x}", escape_label(&v.name));
+            }
+        }
+    }
+    header(
+        out,
+        "walship_standby_sync",
+        "gauge",
+        "1 for the standby's synchronous state (sync, quorum, potential or async), 0 for the others.",
+    );
+    for v in &views {
+        let standby = escape_label(&v.name);
+        for state in ["sync", "quorum", "potential", "async"] {
+            let _ = writeln!(
+                out,
+                "walship_standby_sync{{standby=\"{standby}\",state=\"{state}\"}} {}",
+                u8::from(v.sync_state == state)
+            );
+        }
+    }
+    let slots = repl.slots.list();
+    header(
+        out,
+        "walship_slot_restart_lsn",
+        "gauge",
+        "Oldest LSN the replication slot's standby still needs (WAL from here is kept).",
+    );
+    for s in &slots {
+        let _ = writeln!(
+            out,
+            "walship_slot_restart_lsn{{slot=\"{}\"}} {}",
+            escape_label(&s.name),
+            s.restart_lsn
+        );
+    }
+    header(
+        out,
+        "walship_slot_invalidated",
+        "gauge",
+        "1 when the slot gave up holding WAL (max_slot_wal_keep_size); its standby needs a base backup.",
+    );
+    for s in &slots {
+        let _ = writeln!(
+            out,
+            "walship_slot_invalidated{{slot=\"{}\"}} {}",
+            escape_label(&s.name),
+            u8::from(s.invalidated)
+        );
+    }
+    if let Role::Standby { receiver, .. } = role {
+        let st = receiver.status();
+        gauge(
+            out,
+            "walship_replication_link_up",
+            "1 while this standby's link to its primary is up.",
+            u8::from(st.link_up),
+        );
+        gauge(
+            out,
+            "walship_replication_primary_end_lsn",
+            "The primary's WAL end, as last told to this standby.",
+            st.primary_end_lsn,
+        );
+        counter(
+            out,
+            "walship_base_backups_total",
+            "Base backups this standby installed since it started replicating.",
+            st.base_backups,
+        );
+    }
 }
 
 /// The `/metrics` page.
@@ -319,6 +498,7 @@ pub fn render_prometheus(shared: &Shared) -> String {
         shared.store.flushed_lsn(),
     );
     gauge(&mut out, "walship_keys", "Keys stored.", shared.store.len());
+    render_replication(shared, &mut out);
     gauge(
         &mut out,
         "walship_uptime_seconds",

@@ -4,6 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use super::{glob_match, help_reply, unknown_subcommand, CmdError, CmdResult, Ctx};
+use walship_replication::{SyncStandbyNames, SynchronousCommit};
+
 use crate::config::{ByteSize, FsyncSetting};
 use crate::resp::Args;
 use crate::state::Shared;
@@ -172,6 +174,51 @@ const PARAMS: &[Param] = &[
             )
         }),
     },
+    // Replication, under PostgreSQL's names (`-` spellings are accepted too).
+    Param {
+        name: "synchronous_standby_names",
+        get: |s| s.replication.hub.sync_names().to_string(),
+        set: Some(|s, v| {
+            let names = SyncStandbyNames::parse(v).map_err(|e| e.to_string())?;
+            s.replication.hub.set_sync_names(names);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "synchronous_commit",
+        get: |s| s.replication.sync_commit().as_str().into(),
+        set: Some(|s, v| {
+            let level: SynchronousCommit = v.parse().map_err(|e| format!("{e}"))?;
+            s.replication.set_sync_commit(level);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "synchronous_commit_timeout_ms",
+        get: |s| {
+            s.replication
+                .sync_timeout_ms
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
+        set: Some(|s, v| {
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{v}' is not a number of milliseconds (0 waits for ever)"))?;
+            s.replication.sync_timeout_ms.store(ms, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
+        name: "max_slot_wal_keep_size",
+        get: |s| s.replication.slots.max_keep_bytes().to_string(),
+        set: Some(|s, v| {
+            let bytes = parse_size(v)?;
+            s.replication.slots.set_max_keep_bytes(bytes);
+            Ok(())
+        }),
+    },
     // Redis names, answered so Redis tools see sensible values.
     Param {
         name: "save",
@@ -249,6 +296,15 @@ const PARAMS: &[Param] = &[
     },
 ];
 
+/// The parameter called `name` (lower case); the replication settings may
+/// also be spelled with `-` like the command-line flags.
+fn find_param(name: &str) -> Option<&'static Param> {
+    PARAMS.iter().find(|p| p.name == name).or_else(|| {
+        let underscored = name.replace('-', "_");
+        PARAMS.iter().find(|p| p.name == underscored)
+    })
+}
+
 fn absolute(p: &std::path::Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.to_path_buf())
@@ -265,9 +321,18 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         let mut hits: Vec<&Param> = Vec::new();
         for pat in args.iter().skip(2) {
             let pat = pat.to_ascii_lowercase();
+            let before = hits.len();
             for p in PARAMS {
                 if glob_match(&pat, p.name.as_bytes()) && !hits.iter().any(|h| h.name == p.name) {
                     hits.push(p);
+                }
+            }
+            // `synchronous-commit` finds `synchronous_commit`.
+            if hits.len() == before {
+                if let Some(p) = std::str::from_utf8(&pat).ok().and_then(find_param) {
+                    if !hits.iter().any(|h| h.name == p.name) {
+                        hits.push(p);
+                    }
                 }
             }
         }
@@ -286,7 +351,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         for pair in 0..(args.len() - 2) / 2 {
             let name = String::from_utf8_lossy(args.get(2 + 2 * pair)).to_ascii_lowercase();
             let value = String::from_utf8_lossy(args.get(3 + 2 * pair)).into_owned();
-            let Some(p) = PARAMS.iter().find(|p| p.name == name) else {
+            let Some(p) = find_param(&name) else {
                 return Err(CmdError::msg(format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
                 )));
@@ -298,14 +363,34 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             }
             todo.push((p, value));
         }
+        for (i, (p, _)) in todo.iter().enumerate() {
+            if todo[..i].iter().any(|(q, _)| q.name == p.name) {
+                return Err(CmdError::msg(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{}') - duplicate parameter",
+                    p.name
+                )));
+            }
+        }
+        // Apply in order; if one fails, put back the ones already applied
+        // (in reverse, so settings that constrain each other stay valid), so
+        // a failing CONFIG SET changes nothing, as in Redis.
+        let mut applied: Vec<(&Param, String)> = Vec::new();
         for (p, value) in todo {
             let set = p.set.expect("checked above");
-            set(ctx.shared, &value).map_err(|e| {
-                CmdError::msg(format!(
+            let old = (p.get)(ctx.shared);
+            if let Err(e) = set(ctx.shared, &value) {
+                for (q, old) in applied.into_iter().rev() {
+                    let set = q.set.expect("checked above");
+                    if let Err(e) = set(ctx.shared, &old) {
+                        tracing::error!(param = q.name, error = %e, "CONFIG SET: could not restore the previous value");
+                    }
+                }
+                return Err(CmdError::msg(format!(
                     "ERR CONFIG SET failed (possibly related to argument '{}') - {e}",
                     p.name
-                ))
-            })?;
+                )));
+            }
+            applied.push((p, old));
         }
         ctx.out.ok();
         Ok(())
@@ -336,5 +421,205 @@ pub fn config(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         Ok(())
     } else {
         Err(unknown_subcommand(sub, "config"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use walship_replication::SynchronousCommit;
+
+    use crate::commands::{execute, ClientState, Ctx};
+    use crate::config::{FileConfig, FsyncSetting, ServerArgs, ServerConfig};
+    use crate::reply::{Protocol, Reply};
+    use crate::resp::Args;
+    use crate::state::Shared;
+    use crate::store::Store;
+
+    struct T {
+        shared: Arc<Shared>,
+        client: ClientState,
+        out: Reply,
+        _dir: tempfile::TempDir,
+    }
+
+    impl T {
+        fn new() -> T {
+            let dir = tempfile::tempdir().unwrap();
+            let args = ServerArgs {
+                data_dir: Some(dir.path().to_path_buf()),
+                fsync: Some(FsyncSetting::Never),
+                ..ServerArgs::default()
+            };
+            let cfg = ServerConfig::merge(&args, &FileConfig::default()).unwrap();
+            let shared = Arc::new(Shared::new(Store::open(&cfg).unwrap(), cfg));
+            let a = "127.0.0.1:1".parse().unwrap();
+            let client = ClientState::new(shared.clients.register(a, a), &shared);
+            T {
+                shared,
+                client,
+                out: Reply::new(Protocol::Resp2),
+                _dir: dir,
+            }
+        }
+
+        fn cmd(&mut self, args: &[&str]) -> String {
+            let mut data = Vec::new();
+            let mut ranges = Vec::new();
+            for a in args {
+                let start = data.len();
+                data.extend_from_slice(a.as_bytes());
+                ranges.push((start, data.len()));
+            }
+            let mut ctx = Ctx::new(&self.shared, &mut self.client, &mut self.out);
+            execute(&mut ctx, Args::from_owned(&data, &ranges));
+            let s = String::from_utf8_lossy(self.out.as_bytes()).into_owned();
+            self.out.clear();
+            s
+        }
+
+        fn get(&mut self, name: &str) -> String {
+            let r = self.cmd(&["CONFIG", "GET", name]);
+            let lines: Vec<&str> = r.split("\r\n").collect();
+            assert_eq!(lines[0], "*2", "CONFIG GET {name}: {r:?}");
+            lines[4].to_string()
+        }
+    }
+
+    #[test]
+    fn synchronous_standby_names_is_validated_applied_and_shown_canonically() {
+        let mut t = T::new();
+        assert_eq!(t.get("synchronous_standby_names"), "");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "synchronous_standby_names", "2 (a, b, c)"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.get("synchronous_standby_names"), "FIRST 2 (a, b, c)");
+        assert_eq!(
+            t.shared.replication.hub.sync_names().to_string(),
+            "FIRST 2 (a, b, c)"
+        );
+        let bad = t.cmd(&["CONFIG", "SET", "synchronous_standby_names", "FIRST 3 (a)"]);
+        assert!(
+            bad.starts_with("-ERR CONFIG SET failed (possibly related to argument 'synchronous_standby_names') - invalid synchronous_standby_names"),
+            "{bad:?}"
+        );
+        assert_eq!(t.get("synchronous_standby_names"), "FIRST 2 (a, b, c)");
+        // The flag's spelling works too, and '' turns synchronous replication off.
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "synchronous-standby-names", ""]),
+            "+OK\r\n"
+        );
+        assert!(t.shared.replication.hub.sync_names().is_empty());
+        assert_eq!(t.get("synchronous-standby-names"), "");
+    }
+
+    #[test]
+    fn synchronous_commit_and_its_timeout() {
+        let mut t = T::new();
+        assert_eq!(t.get("synchronous_commit"), "on");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "synchronous_commit", "remote_apply"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            t.shared.replication.sync_commit(),
+            SynchronousCommit::RemoteApply
+        );
+        let bad = t.cmd(&["CONFIG", "SET", "synchronous_commit", "sometimes"]);
+        assert!(bad.contains("invalid synchronous_commit"), "{bad:?}");
+        assert_eq!(t.get("synchronous_commit"), "remote_apply");
+
+        assert_eq!(t.get("synchronous_commit_timeout_ms"), "0");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "synchronous_commit_timeout_ms", "250"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            t.shared
+                .replication
+                .sync_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+            250
+        );
+        for v in ["-1", "1s", ""] {
+            let bad = t.cmd(&["CONFIG", "SET", "synchronous_commit_timeout_ms", v]);
+            assert!(
+                bad.contains("is not a number of milliseconds"),
+                "{v}: {bad:?}"
+            );
+        }
+        assert_eq!(t.get("synchronous_commit_timeout_ms"), "250");
+    }
+
+    #[test]
+    fn max_slot_wal_keep_size_takes_sizes() {
+        let mut t = T::new();
+        assert_eq!(t.get("max_slot_wal_keep_size"), "0");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "max_slot_wal_keep_size", "1GiB"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.shared.replication.slots.max_keep_bytes(), 1 << 30);
+        assert_eq!(t.get("max_slot_wal_keep_size"), (1u64 << 30).to_string());
+        let bad = t.cmd(&["CONFIG", "SET", "max_slot_wal_keep_size", "3 parsecs"]);
+        assert!(bad.contains("unknown unit"), "{bad:?}");
+        assert_eq!(t.shared.replication.slots.max_keep_bytes(), 1 << 30);
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "max_slot_wal_keep_size", "0"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.shared.replication.slots.max_keep_bytes(), 0);
+    }
+
+    #[test]
+    fn a_failing_pair_leaves_every_setting_unchanged() {
+        let mut t = T::new();
+        let r = t.cmd(&[
+            "CONFIG",
+            "SET",
+            "synchronous_commit",
+            "local",
+            "synchronous_standby_names",
+            "ANY 1 (a, b)",
+            "max_slot_wal_keep_size",
+            "lots",
+        ]);
+        assert!(
+            r.starts_with(
+                "-ERR CONFIG SET failed (possibly related to argument 'max_slot_wal_keep_size')"
+            ),
+            "{r:?}"
+        );
+        assert_eq!(t.get("synchronous_commit"), "on");
+        assert_eq!(t.get("synchronous_standby_names"), "");
+        assert_eq!(t.get("max_slot_wal_keep_size"), "0");
+        let dup = t.cmd(&[
+            "CONFIG",
+            "SET",
+            "synchronous_commit",
+            "local",
+            "synchronous-commit",
+            "off",
+        ]);
+        assert!(dup.contains("duplicate parameter"), "{dup:?}");
+        assert_eq!(t.get("synchronous_commit"), "on");
+        // All together, when all are valid.
+        assert_eq!(
+            t.cmd(&[
+                "CONFIG",
+                "SET",
+                "synchronous_commit",
+                "remote_write",
+                "synchronous_standby_names",
+                "ANY 1 (a, b)",
+            ]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.get("synchronous_standby_names"), "ANY 1 (a, b)");
+        assert_eq!(t.get("synchronous_commit"), "remote_write");
+        let all = t.cmd(&["CONFIG", "GET", "synchronous*"]);
+        assert!(all.starts_with("*6\r\n"), "{all:?}");
     }
 }
