@@ -187,8 +187,7 @@ pub fn wait_caught_up(primary: &TestServer, standbys: &[&TestServer]) {
             || {
                 let want = info(primary).num("master_repl_offset");
                 let got = info(standby);
-                got.get("master_link_status") == Some("up")
-                    && got.num("master_repl_offset") == want
+                got.get("master_link_status") == Some("up") && got.num("master_repl_offset") == want
             },
             || {
                 format!(
@@ -211,10 +210,7 @@ pub fn keyspace(server: &TestServer) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 /// A short, printable description of how two keyspaces differ.
-pub fn keyspace_diff(
-    a: &BTreeMap<Vec<u8>, Vec<u8>>,
-    b: &BTreeMap<Vec<u8>, Vec<u8>>,
-) -> String {
+pub fn keyspace_diff(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     let mut out = format!("{} keys vs {} keys", a.len(), b.len());
     let mut shown = 0;
     for key in a.keys().chain(b.keys()) {
@@ -247,7 +243,12 @@ fn send_signal(server: &TestServer, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is the
     // server's own unreaped child.
     let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A command sent on its own raw connection whose reply may not come yet
@@ -343,7 +344,13 @@ pub mod frames {
     }
 
     /// A `Hello` payload.
-    pub fn hello(proto_version: u32, cluster_id: u64, epoch: u64, flushed_lsn: u64, name: &str) -> Vec<u8> {
+    pub fn hello(
+        proto_version: u32,
+        cluster_id: u64,
+        epoch: u64,
+        flushed_lsn: u64,
+        name: &str,
+    ) -> Vec<u8> {
         let mut p = Vec::new();
         p.extend_from_slice(&proto_version.to_le_bytes());
         p.extend_from_slice(&cluster_id.to_le_bytes());

@@ -338,12 +338,26 @@ fn read_your_writes_on_a_standby() {
             Reply::Integer(n) if n > 0 => n,
             other => panic!("WALSHIP LSN replied {other:?}"),
         };
-        match reader.command(&["WALSHIP", "WAITLSN", &lsn.to_string(), "5000"]) {
-            Reply::Integer(applied) => assert!(applied >= lsn, "WAITLSN {lsn} replied {applied}"),
+        let applied = match reader.command(&["WALSHIP", "WAITLSN", &lsn.to_string(), "5000"]) {
+            Reply::Integer(applied) => applied,
             other => panic!(
                 "WALSHIP WAITLSN {lsn} replied {other:?}\n{}",
                 standby.log_tail()
             ),
+        };
+        assert!(applied >= lsn, "WAITLSN {lsn} replied {applied}");
+        match reader.command(&["WALSHIP", "GETLSN", "ryw"]) {
+            Reply::Array(Some(items)) => {
+                assert_eq!(items[0], Reply::Bulk(Some(value.clone().into_bytes())));
+                match items[1] {
+                    Reply::Integer(at) => assert!(
+                        at > 0 && at <= applied,
+                        "GETLSN LSN {at}, applied {applied}"
+                    ),
+                    ref other => panic!("GETLSN LSN {other:?}"),
+                }
+            }
+            other => panic!("WALSHIP GETLSN on the standby replied {other:?}"),
         }
         assert_eq!(
             reader.command(&["GET", "ryw"]),
@@ -486,20 +500,36 @@ fn standby_joining_during_load_gets_a_consistent_base_backup() {
         }
     }
     for (c, n) in counters {
-        expected.insert(format!("counter:{c}").into_bytes(), n.to_string().into_bytes());
+        expected.insert(
+            format!("counter:{c}").into_bytes(),
+            n.to_string().into_bytes(),
+        );
     }
     wait_caught_up(&primary, &[&late]);
     assert_eq!(info(&late).num("walship_base_backups"), 1);
     let on_primary = keyspace(&primary);
-    assert!(on_primary == expected, "seed {seed}: {}", keyspace_diff(&on_primary, &expected));
+    assert!(
+        on_primary == expected,
+        "seed {seed}: {}",
+        keyspace_diff(&on_primary, &expected)
+    );
     let on_standby = keyspace(&late);
-    assert!(on_standby == on_primary, "seed {seed}: {}", keyspace_diff(&on_standby, &on_primary));
+    assert!(
+        on_standby == on_primary,
+        "seed {seed}: {}",
+        keyspace_diff(&on_standby, &on_primary)
+    );
 }
 
 fn keyspace_of_batch(prefix: &str, count: usize, value_len: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let value = "x".repeat(value_len);
     (0..count)
-        .map(|i| (format!("{prefix}:{i}").into_bytes(), format!("{value}{i}").into_bytes()))
+        .map(|i| {
+            (
+                format!("{prefix}:{i}").into_bytes(),
+                format!("{value}{i}").into_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -514,15 +544,31 @@ fn primary_restart_starts_a_new_epoch_and_standbys_follow() {
 
     primary.terminate();
     primary.restart().expect("restarting the primary");
-    assert_eq!(primary.port(), port, "the primary came back on another port; the standby cannot follow");
+    assert_eq!(
+        primary.port(),
+        port,
+        "the primary came back on another port; the standby cannot follow"
+    );
     let epoch_after = info(&primary).num("walship_epoch");
-    assert!(epoch_after > epoch_before, "a primary start begins a new epoch ({epoch_before} -> {epoch_after})");
+    assert!(
+        epoch_after > epoch_before,
+        "a primary start begins a new epoch ({epoch_before} -> {epoch_after})"
+    );
 
     write_batch(&primary, "after", 100, 20);
     wait_caught_up(&primary, &[&s1]);
     let standby_info = info(&s1);
-    assert_eq!(standby_info.num("walship_epoch"), epoch_after, "{standby_info:#?}");
-    assert_eq!(standby_info.num("walship_base_backups"), 0, "{standby_info:#?}\n{}", s1.log_tail());
+    assert_eq!(
+        standby_info.num("walship_epoch"),
+        epoch_after,
+        "{standby_info:#?}"
+    );
+    assert_eq!(
+        standby_info.num("walship_base_backups"),
+        1,
+        "only the standby's first (empty) start took a base backup; reconnecting to the restarted primary needs none: {standby_info:#?}\n{}",
+        s1.log_tail()
+    );
     let (a, b) = (keyspace(&primary), keyspace(&s1));
     assert_eq!(a.len(), 200);
     assert!(a == b, "{}", keyspace_diff(&b, &a));
@@ -544,14 +590,24 @@ fn standby_follows_a_promoted_standby() {
         other => panic!("REPLICAOF NO ONE replied {other:?}"),
     }
     let port = s1.port().to_string();
-    assert_eq!(s2.raw().command(&["REPLICAOF", "127.0.0.1", &port]), Reply::Simple("OK".into()));
-    assert_eq!(con.command(&["SET", "after-failover", "yes"]), Reply::Simple("OK".into()));
+    assert_eq!(
+        s2.raw().command(&["REPLICAOF", "127.0.0.1", &port]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        con.command(&["SET", "after-failover", "yes"]),
+        Reply::Simple("OK".into())
+    );
     wait_caught_up(&s1, &[&s2]);
 
     let follower = info(&s2);
     assert_eq!(follower.field("role"), "slave");
     assert_eq!(follower.num("master_port"), s1.port() as u64);
-    assert_eq!(follower.num("walship_epoch"), info(&s1).num("walship_epoch"), "{follower:#?}");
+    assert_eq!(
+        follower.num("walship_epoch"),
+        info(&s1).num("walship_epoch"),
+        "{follower:#?}"
+    );
     assert_eq!(
         follower.num("walship_base_backups"),
         0,

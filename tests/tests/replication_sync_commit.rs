@@ -30,13 +30,20 @@ fn ok() -> Reply {
 fn warm_up(primary: &TestServer, standbys: &[&TestServer]) {
     wait_caught_up(primary, standbys);
     let reply = Pending::send(primary, &[], &["SET", "warm-up", "1"]).reply();
-    assert_eq!(reply, ok(), "a write with every standby up\n{}", primary.log_tail());
+    assert_eq!(
+        reply,
+        ok(),
+        "a write with every standby up\n{}",
+        primary.log_tail()
+    );
     wait_caught_up(primary, standbys);
 }
 
 fn assert_not_answered(pending: &mut Pending, what: &str) {
     if let Some(reply) = pending.reply_within(NOT_ANSWERED_GUARD) {
-        panic!("{what}: the write was answered ({reply:?}) although its synchronous standbys are down");
+        panic!(
+            "{what}: the write was answered ({reply:?}) although its synchronous standbys are down"
+        );
     }
 }
 
@@ -56,7 +63,10 @@ fn first_1_write_waits_for_the_sync_standby_and_completes_when_it_returns() {
     let mut pending = Pending::send(&primary, &[], &["SET", "k1", "v1"]);
     assert_not_answered(&mut pending, "FIRST 1 (s1) with s1 stopped");
     // The primary keeps serving other clients meanwhile.
-    assert_eq!(primary.raw().command(&["PING"]), Reply::Simple("PONG".into()));
+    assert_eq!(
+        primary.raw().command(&["PING"]),
+        Reply::Simple("PONG".into())
+    );
     resume(&s1);
     assert_eq!(pending.reply(), ok(), "the write completes once s1 is back");
 
@@ -65,7 +75,12 @@ fn first_1_write_waits_for_the_sync_standby_and_completes_when_it_returns() {
     let mut pending = Pending::send(&primary, &[], &["SET", "k2", "v2"]);
     assert_not_answered(&mut pending, "FIRST 1 (s1) with s1 killed");
     s1.restart().expect("restarting s1");
-    assert_eq!(pending.reply(), ok(), "the write completes once s1 is back\n{}", s1.log_tail());
+    assert_eq!(
+        pending.reply(),
+        ok(),
+        "the write completes once s1 is back\n{}",
+        s1.log_tail()
+    );
 
     wait_caught_up(&primary, &[&s1, &s2]);
     for server in [&primary, &s1, &s2] {
@@ -83,7 +98,9 @@ fn any_2_of_3_completes_with_one_down_and_waits_with_two_down() {
     warm_up(&primary, &[&s1, &s2, &s3]);
     let listed = info(&primary);
     for name in ["s1", "s2", "s3"] {
-        let line = listed.slave_named(name).unwrap_or_else(|| panic!("{name} listed: {listed:#?}"));
+        let line = listed
+            .slave_named(name)
+            .unwrap_or_else(|| panic!("{name} listed: {listed:#?}"));
         assert_eq!(line["sync_state"], "quorum", "{listed:#?}");
     }
 
@@ -95,7 +112,11 @@ fn any_2_of_3_completes_with_one_down_and_waits_with_two_down() {
     let mut pending = Pending::send(&primary, &[], &["SET", "two-down", "yes"]);
     assert_not_answered(&mut pending, "ANY 2 (s1, s2, s3) with s2 and s3 stopped");
     resume(&s2);
-    assert_eq!(pending.reply(), ok(), "the write completes once a second standby is back");
+    assert_eq!(
+        pending.reply(),
+        ok(),
+        "the write completes once a second standby is back"
+    );
     resume(&s3);
     wait_caught_up(&primary, &[&s1, &s2, &s3]);
     for server in [&s1, &s2, &s3] {
@@ -112,7 +133,10 @@ fn each_synchronous_commit_level_waits_only_for_what_it_promises() {
 
     // The per-connection level reads back.
     let mut con = primary.raw();
-    assert_eq!(con.command(&["WALSHIP", "SYNCHRONOUS_COMMIT"]), Reply::Bulk(Some(b"on".to_vec())));
+    assert_eq!(
+        con.command(&["WALSHIP", "SYNCHRONOUS_COMMIT"]),
+        Reply::Bulk(Some(b"on".to_vec()))
+    );
     for level in ["off", "local", "remote_write", "on", "remote_apply"] {
         assert_eq!(con.command(&["WALSHIP", "SYNCHRONOUS_COMMIT", level]), ok());
         assert_eq!(
@@ -120,7 +144,9 @@ fn each_synchronous_commit_level_waits_only_for_what_it_promises() {
             Reply::Bulk(Some(level.as_bytes().to_vec()))
         );
     }
-    assert!(con.command(&["WALSHIP", "SYNCHRONOUS_COMMIT", "sometimes"]).is_error());
+    assert!(con
+        .command(&["WALSHIP", "SYNCHRONOUS_COMMIT", "sometimes"])
+        .is_error());
     // Another connection still has the server's default.
     assert_eq!(
         primary.raw().command(&["WALSHIP", "SYNCHRONOUS_COMMIT"]),
@@ -130,33 +156,54 @@ fn each_synchronous_commit_level_waits_only_for_what_it_promises() {
     pause(&s1);
     for level in ["local", "off"] {
         let key = format!("level:{level}");
-        let reply = Pending::send(&primary, &[&["WALSHIP", "SYNCHRONOUS_COMMIT", level]], &["SET", &key, level]).reply();
-        assert_eq!(reply, ok(), "synchronous_commit={level} with the sync standby down");
+        let reply = Pending::send(
+            &primary,
+            &[&["WALSHIP", "SYNCHRONOUS_COMMIT", level]],
+            &["SET", &key, level],
+        )
+        .reply();
+        assert_eq!(
+            reply,
+            ok(),
+            "synchronous_commit={level} with the sync standby down"
+        );
     }
     let mut waiting: Vec<(&str, Pending)> = ["remote_write", "on", "remote_apply"]
         .into_iter()
         .map(|level| {
             let key = format!("level:{level}");
-            let pending =
-                Pending::send(&primary, &[&["WALSHIP", "SYNCHRONOUS_COMMIT", level]], &["SET", &key, level]);
+            let pending = Pending::send(
+                &primary,
+                &[&["WALSHIP", "SYNCHRONOUS_COMMIT", level]],
+                &["SET", &key, level],
+            );
             (level, pending)
         })
         .collect();
     thread::sleep(NOT_ANSWERED_GUARD);
     for (level, pending) in &mut waiting {
         if let Some(reply) = pending.reply_within(Duration::from_millis(50)) {
-            panic!("synchronous_commit={level} was answered ({reply:?}) with the sync standby down");
+            panic!(
+                "synchronous_commit={level} was answered ({reply:?}) with the sync standby down"
+            );
         }
     }
     resume(&s1);
     for (level, pending) in waiting {
-        assert_eq!(pending.reply(), ok(), "synchronous_commit={level} once the standby is back");
+        assert_eq!(
+            pending.reply(),
+            ok(),
+            "synchronous_commit={level} once the standby is back"
+        );
     }
     wait_caught_up(&primary, &[&s1]);
     for level in ["off", "local", "remote_write", "on", "remote_apply"] {
         let key = format!("level:{level}");
         for server in [&primary, &s1] {
-            assert_eq!(get(server, &key), Reply::Bulk(Some(level.as_bytes().to_vec())));
+            assert_eq!(
+                get(server, &key),
+                Reply::Bulk(Some(level.as_bytes().to_vec()))
+            );
         }
     }
 }
@@ -178,10 +225,21 @@ fn synchronous_commit_flag_sets_the_default_level() {
     );
     pause(&s1);
     let reply = Pending::send(&primary, &[], &["SET", "k", "v"]).reply();
-    assert_eq!(reply, ok(), "the default level local does not wait for standbys");
+    assert_eq!(
+        reply,
+        ok(),
+        "the default level local does not wait for standbys"
+    );
     // A connection may still ask for more.
-    let mut pending = Pending::send(&primary, &[&["WALSHIP", "SYNCHRONOUS_COMMIT", "on"]], &["SET", "k2", "v2"]);
-    assert_not_answered(&mut pending, "synchronous_commit=on on a connection of a local-default primary");
+    let mut pending = Pending::send(
+        &primary,
+        &[&["WALSHIP", "SYNCHRONOUS_COMMIT", "on"]],
+        &["SET", "k2", "v2"],
+    );
+    assert_not_answered(
+        &mut pending,
+        "synchronous_commit=on on a connection of a local-default primary",
+    );
     resume(&s1);
     assert_eq!(pending.reply(), ok());
 }
@@ -206,7 +264,11 @@ fn sync_timeout_reports_durable_locally_and_keeps_the_write() {
     // The write is durable on the primary and visible there.
     let mut guard = Pending::send(&primary, &[], &["GET", "k"]);
     match guard.reply_within(Duration::from_secs(10)) {
-        Some(r) => assert_eq!(r, Reply::Bulk(Some(b"v".to_vec())), "GET after a timed-out sync write"),
+        Some(r) => assert_eq!(
+            r,
+            Reply::Bulk(Some(b"v".to_vec())),
+            "GET after a timed-out sync write"
+        ),
         None => panic!("GET on the primary of a key whose sync wait timed out did not answer"),
     }
     resume(&s1);
@@ -223,10 +285,19 @@ fn wait_counts_standbys_that_flushed() {
 
     let mut con = primary.raw();
     assert_eq!(con.command(&["SET", "a", "1"]), ok());
-    assert_eq!(con.command(&["WAIT", "2", "10000"]), Reply::Integer(2), "{}", primary.log_tail());
+    assert_eq!(
+        con.command(&["WAIT", "2", "10000"]),
+        Reply::Integer(2),
+        "{}",
+        primary.log_tail()
+    );
 
     pause(&s2);
-    assert_eq!(con.command(&["SET", "b", "2"]), ok(), "asynchronous standbys never hold a write");
+    assert_eq!(
+        con.command(&["SET", "b", "2"]),
+        ok(),
+        "asynchronous standbys never hold a write"
+    );
     assert_eq!(con.command(&["WAIT", "1", "10000"]), Reply::Integer(1));
     // Asking for both returns, at the timeout, the one that flushed.
     assert_eq!(con.command(&["WAIT", "2", "300"]), Reply::Integer(1));
@@ -234,10 +305,10 @@ fn wait_counts_standbys_that_flushed() {
     assert_eq!(con.command(&["WAIT", "2", "10000"]), Reply::Integer(2));
 }
 
-/// `synchronous_standby_names` should be readable (and, as in PostgreSQL,
-/// changeable at run time) through CONFIG.
+/// `synchronous_standby_names`, `synchronous_commit` and
+/// `synchronous_commit_timeout_ms` are readable and, as in PostgreSQL,
+/// changeable at run time through CONFIG.
 #[test]
-#[ignore = "CONFIG GET/SET synchronous_standby_names and synchronous_commit are not wired yet"]
 fn config_set_synchronous_standby_names_takes_effect() {
     let primary = start_primary(&[]);
     let s1 = start_standby(&primary, "s1", &[]);
@@ -251,11 +322,46 @@ fn config_set_synchronous_standby_names_takes_effect() {
         Reply::Array(Some(items)) => assert_eq!(items[1].text(), "FIRST 1 (s1)"),
         other => panic!("CONFIG GET replied {other:?}"),
     }
-    assert_eq!(con.command(&["CONFIG", "SET", "synchronous_commit", "on"]), ok());
+    assert_eq!(
+        con.command(&["CONFIG", "SET", "synchronous_commit", "on"]),
+        ok()
+    );
     warm_up(&primary, &[&s1]);
     pause(&s1);
     let mut pending = Pending::send(&primary, &[], &["SET", "k", "v"]);
-    assert_not_answered(&mut pending, "after CONFIG SET synchronous_standby_names 'FIRST 1 (s1)'");
+    assert_not_answered(
+        &mut pending,
+        "after CONFIG SET synchronous_standby_names 'FIRST 1 (s1)'",
+    );
     resume(&s1);
     assert_eq!(pending.reply(), ok());
+
+    // The timeout, set at run time, turns the wait into "durable locally".
+    assert_eq!(
+        con.command(&["CONFIG", "SET", "synchronous_commit_timeout_ms", "300"]),
+        ok()
+    );
+    match con.command(&["CONFIG", "GET", "synchronous_commit_timeout_ms"]) {
+        Reply::Array(Some(items)) => assert_eq!(items[1].text(), "300"),
+        other => panic!("CONFIG GET replied {other:?}"),
+    }
+    warm_up(&primary, &[&s1]);
+    pause(&s1);
+    let reply = Pending::send(&primary, &[], &["SET", "k2", "v2"]).reply();
+    match &reply {
+        Reply::Error(e) => assert!(e.contains("durable locally"), "error text: {e}"),
+        other => panic!("after CONFIG SET synchronous_commit_timeout_ms 300: {other:?}"),
+    }
+    resume(&s1);
+    // And back to no synchronous standbys: writes no longer wait.
+    assert_eq!(
+        con.command(&["CONFIG", "SET", "synchronous_standby_names", ""]),
+        ok()
+    );
+    pause(&s1);
+    let reply = Pending::send(&primary, &[], &["SET", "k3", "v3"]).reply();
+    assert_eq!(reply, ok(), "with synchronous_standby_names emptied");
+    resume(&s1);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(get(&s1, "k3"), Reply::Bulk(Some(b"v3".to_vec())));
 }
