@@ -317,7 +317,9 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        shared.replication.follow(unused.to_string(), 1);
+        // (Builds whether `follow` returns `()` or a `Result`.)
+        #[allow(clippy::let_unit_value)]
+        let _ = shared.replication.follow(unused.to_string(), 1);
         let doc = status(&shared);
         assert_eq!(doc["role"], "standby");
         let r = &doc["replication"];
