@@ -107,7 +107,9 @@ impl Replication {
     }
 
     /// Becomes (or re-points) a standby of `primary` (`host:port`).
-    pub fn follow(&self, primary: String, listening_port: u16) {
+    pub fn follow(&self, primary: String, listening_port: u16) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| anyhow::anyhow!("replication needs the server's async runtime"))?;
         let mut role = self.role.write();
         if let Role::Standby { stop, .. } = &*role {
             stop.send_replace(true);
@@ -124,13 +126,14 @@ impl Replication {
             },
         );
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(receiver.clone().run(stop_rx));
+        runtime.spawn(receiver.clone().run(stop_rx));
         tracing::info!(%primary, name = %self.name, "replicating from the primary");
         *role = Role::Standby {
             primary,
             receiver,
             stop,
         };
+        Ok(())
     }
 
     /// Starts a new epoch as a primary: at start-up of a primary (so a

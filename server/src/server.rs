@@ -68,7 +68,7 @@ impl Server {
             .port
             .store(u64::from(local.port()), Ordering::Relaxed);
         match shared.config.replicate_from.clone() {
-            Some(primary) => shared.replication.follow(primary, local.port()),
+            Some(primary) => shared.replication.follow(primary, local.port())?,
             None => {
                 // IMPORTANT: a primary starts a new epoch every time it starts,
                 // so a standby holding WAL this node lost in a crash is seen

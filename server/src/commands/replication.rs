@@ -150,7 +150,14 @@ pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             ctx.out.simple("OK Already a primary");
             return Ok(());
         }
-        // Promotion finishes asynchronously: the reply says where it starts.
+        // Promotion runs on the runtime; this handler waits for it, which
+        // needs a multi-threaded runtime (the server's).
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .unwrap_or(false);
+        if !multi_thread {
+            return Err(CmdError::msg("ERR promotion needs the server's runtime"));
+        }
         let shared = ctx.shared.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         tokio::spawn(async move {
@@ -182,7 +189,10 @@ pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             return Ok(());
         }
     }
-    ctx.shared.replication.follow(target, own_port);
+    ctx.shared
+        .replication
+        .follow(target, own_port)
+        .map_err(|e| CmdError::msg(format!("ERR {e}")))?;
     ctx.out.ok();
     Ok(())
 }
