@@ -618,8 +618,14 @@ impl Hub {
                 if let Err(e) = write_message(wr, &msg).await {
                     break Err(e);
                 }
-                conn.on_sent(sent, sent >= engine.written_lsn());
+                if conn.on_sent(sent, sent >= engine.written_lsn()) {
+                    self.recompute();
+                }
                 continue;
+            }
+            if sent >= written && conn.mark_caught_up(sent) {
+                // Nothing left to send: an idle standby is caught up too.
+                self.recompute();
             }
             if conn.progress.lock().last_reply.elapsed() > STANDBY_TIMEOUT {
                 break Err(ReplError::Timeout("a status report from the standby"));
@@ -744,17 +750,27 @@ pub fn history_of(engine: &walship_engine::Engine) -> EpochHistory {
 }
 
 impl StandbyConn {
-    fn on_sent(&self, sent: Lsn, caught_up: bool) {
+    /// Records a send; returns true when the standby just became `streaming`.
+    fn on_sent(&self, sent: Lsn, caught_up: bool) -> bool {
         let mut p = self.progress.lock();
         p.sent = sent;
         if p.samples.len() >= LAG_SAMPLES_MAX {
             p.samples.pop_front();
         }
         p.samples.push_back((sent, Instant::now()));
-        if caught_up && p.state == StandbyState::Catchup {
-            p.state = StandbyState::Streaming;
-            tracing::info!(standby = %self.name, lsn = sent, "standby caught up: streaming");
+        drop(p);
+        caught_up && self.mark_caught_up(sent)
+    }
+
+    /// Catchup → streaming; returns true when the state changed.
+    fn mark_caught_up(&self, sent: Lsn) -> bool {
+        let mut p = self.progress.lock();
+        if p.state != StandbyState::Catchup {
+            return false;
         }
+        p.state = StandbyState::Streaming;
+        tracing::info!(standby = %self.name, lsn = sent, "standby caught up: streaming");
+        true
     }
 
     fn on_status(&self, write: Lsn, flush: Lsn, apply: Lsn) {
