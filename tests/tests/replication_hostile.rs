@@ -560,3 +560,159 @@ fn hostile_primary_cannot_change_a_standby() {
     let (a, b) = (keyspace(&primary), keyspace(&standby));
     assert!(a == b, "{}", keyspace_diff(&b, &a));
 }
+
+/// The newest checkpoint of a primary's data dir: (redo LSN, file bytes),
+/// and its epoch history file.
+fn newest_checkpoint(primary: &TestServer) -> (u64, Vec<u8>, Vec<u8>) {
+    let dir = primary.data_dir().join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ckpt"))
+        .collect();
+    names.sort();
+    let name = names.last().expect("a checkpoint after SAVE");
+    let redo = u64::from_str_radix(name.trim_end_matches(".ckpt"), 16).expect("hex redo LSN name");
+    let ckpt = std::fs::read(dir.join(name)).expect("reading the checkpoint");
+    let epochs = std::fs::read(primary.data_dir().join("epochs")).expect("reading epochs");
+    (redo, ckpt, epochs)
+}
+
+/// A base backup as a primary sends it after `Welcome`.
+#[allow(clippy::too_many_arguments)]
+fn base_backup_frames(
+    cluster_id: u64,
+    epoch: u64,
+    redo: u64,
+    end: u64,
+    ckpt: &[u8],
+    epochs: &[u8],
+    transfer_crc: u32,
+) -> Vec<u8> {
+    let mut out = frame(frames::WELCOME, &{
+        let mut p = frames::welcome(cluster_id, epoch, redo, end);
+        *p.last_mut().unwrap() = 1; // base backup follows
+        p
+    });
+    let mut begin = Vec::new();
+    for v in [cluster_id, epoch, redo, end, ckpt.len() as u64] {
+        begin.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend(frame(7, &begin));
+    let chunk = |kind: u8, data: &[u8]| {
+        let mut p = vec![kind];
+        p.extend_from_slice(&0u64.to_le_bytes());
+        p.extend_from_slice(data);
+        frame(8, &p)
+    };
+    out.extend(chunk(0, ckpt));
+    out.extend(chunk(1, epochs));
+    let mut end_payload = transfer_crc.to_le_bytes().to_vec();
+    end_payload.extend_from_slice(&redo.to_le_bytes());
+    end_payload.extend_from_slice(&end.to_le_bytes());
+    out.extend(frame(9, &end_payload));
+    out
+}
+
+/// Serves one standby connection: handshake, Hello, then `reply(hello)`.
+/// Returns the stream (still open) and the Hello's cluster id.
+fn serve_one(listener: &TcpListener, reply: impl FnOnce(u64, u64, u64) -> Vec<u8>) -> TcpStream {
+    let mut stream = accept(listener);
+    read_handshake(&mut stream);
+    stream.write_all(b"+STREAM\r\n").unwrap();
+    let (kind, hello) = read_frame(&mut stream);
+    assert_eq!(kind, frames::HELLO);
+    let cluster_id = u64::from_le_bytes(hello[4..12].try_into().unwrap());
+    let epoch = u64::from_le_bytes(hello[12..20].try_into().unwrap());
+    let end = u64::from_le_bytes(hello[20..28].try_into().unwrap());
+    let _ = stream.write_all(&reply(cluster_id, epoch, end));
+    stream
+}
+
+#[test]
+fn corrupt_base_backups_change_nothing() {
+    let primary = start_primary(&[]);
+    let victim = start_standby(&primary, "victim", &[]);
+    for i in 0..20 {
+        set(&primary, &format!("k{i}"), &format!("v{i}"));
+    }
+    assert_eq!(primary.raw().command(&["SAVE"]), Reply::Simple("OK".into()));
+    wait_caught_up(&primary, &[&victim]);
+    let primary_info = info(&primary);
+    let cluster_id =
+        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = primary_info.num("walship_epoch");
+    let (redo, ckpt, epochs) = newest_checkpoint(&primary);
+    let before = keyspace(&victim);
+    let end_before = info(&victim).num("master_repl_offset");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("fake primary listener");
+    listener.set_nonblocking(true).unwrap();
+    let fake_port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(
+        victim
+            .raw()
+            .command(&["REPLICAOF", "127.0.0.1", &fake_port]),
+        Reply::Simple("OK".into())
+    );
+
+    // 1. A checkpoint damaged in transit (transfer CRC of the original).
+    // 2. A damaged checkpoint whose transfer CRC matches the damage (the
+    //    checkpoint's own CRCs must catch it).
+    let mut damaged = ckpt.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    for (what, crc) in [
+        ("transfer CRC mismatch", crc32(&ckpt)),
+        ("checkpoint damaged inside", crc32(&damaged)),
+    ] {
+        let mut stream = serve_one(&listener, |_, _, _| {
+            base_backup_frames(cluster_id, epoch, redo, redo + 4096, &damaged, &epochs, crc)
+        });
+        assert!(
+            closed_by_peer(&mut stream),
+            "{what}: the standby kept the stream open"
+        );
+        let now = info(&victim);
+        assert_eq!(now.num("walship_base_backups"), 0, "{what}: {now:#?}");
+        assert_eq!(
+            now.num("master_repl_offset"),
+            end_before,
+            "{what}: {now:#?}"
+        );
+        assert_eq!(now.field("walship_consistent"), "1", "{what}");
+        let after = keyspace(&victim);
+        assert!(
+            after == before,
+            "{what}: {}",
+            keyspace_diff(&after, &before)
+        );
+    }
+    assert!(
+        !victim.data_dir().join("basebackup.ready").exists(),
+        "no marker for a refused backup"
+    );
+
+    // 3. The control case: the same backup intact installs, and the standby
+    //    serves the checkpoint's state.
+    let _open = serve_one(&listener, |_, _, _| {
+        base_backup_frames(cluster_id, epoch, redo, redo, &ckpt, &epochs, crc32(&ckpt))
+    });
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            let now = info(&victim);
+            now.num("walship_base_backups") == 1 && now.field("walship_consistent") == "1"
+        },
+        || {
+            format!(
+                "the intact backup installed: {:#?}\n{}",
+                info(&victim),
+                victim.log_tail()
+            )
+        },
+    );
+    assert_eq!(info(&victim).num("master_repl_offset"), redo);
+    let after = keyspace(&victim);
+    assert!(after == before, "{}", keyspace_diff(&after, &before));
+}
