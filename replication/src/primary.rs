@@ -7,7 +7,7 @@
 //! that with [`Hub::wait_confirmed`].
 
 use crate::handle::EngineHandle;
-use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, PROTO_VERSION};
+use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::slots::Slots;
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use crate::sync_rule::{StandbyProgress, SyncStandbyNames, SyncState, SynchronousCommit};
@@ -716,7 +716,7 @@ impl Hub {
         write_message(
             wr,
             &Message::BackupChunk {
-                kind: BACKUP_CHUNK_WAL,
+                kind: BACKUP_CHUNK_EPOCHS,
                 offset: 0,
                 data: history.into(),
             },

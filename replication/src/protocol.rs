@@ -50,8 +50,8 @@ pub const STRING_MAX_BYTES: u32 = 64 * 1024;
 
 /// [`Message::BackupChunk::kind`] of a piece of the checkpoint file.
 pub const BACKUP_CHUNK_CHECKPOINT: u8 = 0;
-/// [`Message::BackupChunk::kind`] of a piece of WAL.
-pub const BACKUP_CHUNK_WAL: u8 = 1;
+/// [`Message::BackupChunk::kind`] of the primary's epoch history file.
+pub const BACKUP_CHUNK_EPOCHS: u8 = 1;
 
 /// The largest fixed part of any message (WalData: type + 3 x u64); the
 /// data chunk plus it must fit in a frame.
@@ -125,7 +125,7 @@ pub enum Message {
         timestamp_ms: u64,
     },
     /// Primary → standby: a base backup follows (checkpoint file of
-    /// `checkpoint_bytes`, then WAL from `redo_lsn` to `end_lsn`).
+    /// `checkpoint_bytes` and the epoch history; WAL then streams from `redo_lsn`).
     BackupBegin {
         cluster_id: u64,
         epoch: u64,
@@ -134,7 +134,7 @@ pub enum Message {
         checkpoint_bytes: u64,
     },
     /// Primary → standby: a piece of the base backup. `kind` is
-    /// [`BACKUP_CHUNK_CHECKPOINT`] or [`BACKUP_CHUNK_WAL`].
+    /// [`BACKUP_CHUNK_CHECKPOINT`] or [`BACKUP_CHUNK_EPOCHS`].
     BackupChunk {
         kind: u8,
         offset: u64,
@@ -183,7 +183,7 @@ impl Message {
     /// On caller bugs, which a decoder would reject: a `Hello` name longer
     /// than [`STRING_MAX_BYTES`], `data` longer than [`DATA_MAX_BYTES`], or a
     /// `BackupChunk` kind that is neither [`BACKUP_CHUNK_CHECKPOINT`] nor
-    /// [`BACKUP_CHUNK_WAL`]. Validate names when reading the configuration.
+    /// [`BACKUP_CHUNK_EPOCHS`]. Validate names when reading the configuration.
     pub fn encode(&self, out: &mut BytesMut) {
         let frame_start = out.len();
         out.put_u32_le(0); // len, patched below
@@ -282,8 +282,8 @@ impl Message {
             }
             Message::BackupChunk { kind, offset, data } => {
                 assert!(
-                    *kind == BACKUP_CHUNK_CHECKPOINT || *kind == BACKUP_CHUNK_WAL,
-                    "BackupChunk kind {kind} is neither checkpoint (0) nor wal (1)"
+                    *kind == BACKUP_CHUNK_CHECKPOINT || *kind == BACKUP_CHUNK_EPOCHS,
+                    "BackupChunk kind {kind} is neither checkpoint (0) nor epoch history (1)"
                 );
                 assert!(
                     data.len() <= DATA_MAX_BYTES,
@@ -378,7 +378,9 @@ pub enum FrameError {
         value: u8,
     },
     /// A `BackupChunk` kind is neither checkpoint (0) nor WAL (1).
-    #[error("BackupChunk kind {value} is unknown; expected 0 (checkpoint file) or 1 (wal)")]
+    #[error(
+        "BackupChunk kind {value} is unknown; expected 0 (checkpoint file) or 1 (epoch history)"
+    )]
     InvalidChunkKind { value: u8 },
 }
 
@@ -514,7 +516,7 @@ fn parse_payload(ty: u8, payload: &[u8]) -> Result<(Message, Option<usize>), Fra
         },
         TYPE_BACKUP_CHUNK => {
             let kind = r.u8("kind")?;
-            if kind != BACKUP_CHUNK_CHECKPOINT && kind != BACKUP_CHUNK_WAL {
+            if kind != BACKUP_CHUNK_CHECKPOINT && kind != BACKUP_CHUNK_EPOCHS {
                 return Err(FrameError::InvalidChunkKind { value: kind });
             }
             let message = Message::BackupChunk {

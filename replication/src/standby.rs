@@ -11,7 +11,7 @@
 //! waits, and reconnects; what it already appended stays.
 
 use crate::handle::EngineHandle;
-use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, PROTO_VERSION};
+use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -259,7 +259,7 @@ impl Receiver {
                     receiver.write_checkpoint(offset, &data).map_err(storage)?;
                 }
                 Message::BackupChunk {
-                    kind: BACKUP_CHUNK_WAL,
+                    kind: BACKUP_CHUNK_EPOCHS,
                     data,
                     ..
                 } => receiver.set_epochs(&data).map_err(storage)?,

@@ -4,8 +4,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use walship_replication::protocol::{
-    decode_frame, FrameError, Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_WAL, DATA_MAX_BYTES,
-    FRAME_HEADER_BYTES, FRAME_MAX_BYTES, PROTO_VERSION, STRING_MAX_BYTES,
+    decode_frame, FrameError, Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS,
+    DATA_MAX_BYTES, FRAME_HEADER_BYTES, FRAME_MAX_BYTES, PROTO_VERSION, STRING_MAX_BYTES,
 };
 
 fn encode(message: &Message) -> BytesMut {
@@ -89,7 +89,7 @@ fn examples() -> Vec<Message> {
             data: Bytes::from_static(b"checkpoint"),
         },
         Message::BackupChunk {
-            kind: BACKUP_CHUNK_WAL,
+            kind: BACKUP_CHUNK_EPOCHS,
             offset: 100,
             data: Bytes::new(),
         },
@@ -526,7 +526,7 @@ fn message_strategy() -> impl Strategy<Value = Message> {
                 }
             }),
         (
-            prop_oneof![Just(BACKUP_CHUNK_CHECKPOINT), Just(BACKUP_CHUNK_WAL)],
+            prop_oneof![Just(BACKUP_CHUNK_CHECKPOINT), Just(BACKUP_CHUNK_EPOCHS)],
             any::<u64>(),
             data_strategy()
         )
