@@ -2,14 +2,17 @@
 //! a base backup, so everything that serves it holds this handle, not an
 //! `Engine`.
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use walship_engine::{Engine, EngineConfig, EngineError, WalRetention};
 
 /// The engine currently serving this node.
 #[derive(Clone)]
 pub struct EngineHandle {
-    inner: Arc<RwLock<Engine>>,
+    inner: Arc<ArcSwap<Engine>>,
+    /// Serialises reopens.
+    reopening: Arc<Mutex<()>>,
     config: EngineConfig,
     retention: Arc<RwLock<Vec<Arc<dyn WalRetention>>>>,
 }
@@ -18,7 +21,8 @@ impl EngineHandle {
     /// Wraps an open engine; `config` reopens it after a base backup.
     pub fn new(engine: Engine, config: EngineConfig) -> Self {
         EngineHandle {
-            inner: Arc::new(RwLock::new(engine)),
+            inner: Arc::new(ArcSwap::from_pointee(engine)),
+            reopening: Arc::default(),
             config,
             retention: Arc::default(),
         }
@@ -26,19 +30,24 @@ impl EngineHandle {
 
     /// The current engine (cheap clone).
     pub fn get(&self) -> Engine {
-        self.inner.read().clone()
+        Engine::clone(&self.inner.load())
+    }
+
+    /// The current engine without touching a reference count: the per-request path.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Engine>> {
+        self.inner.load()
     }
 
     /// Shuts the current engine down and opens the data directory again,
     /// which installs a staged base backup.
     pub fn reopen(&self) -> Result<Engine, EngineError> {
-        let mut slot = self.inner.write();
-        slot.shutdown()?;
+        let _one_at_a_time = self.reopening.lock();
+        self.inner.load().shutdown()?;
         let engine = Engine::open(self.config.clone())?;
         for hook in self.retention.read().iter() {
             engine.add_retention(hook.clone());
         }
-        *slot = engine.clone();
+        self.inner.store(Arc::new(engine.clone()));
         Ok(engine)
     }
 

@@ -92,34 +92,39 @@ impl Store {
         self.handle.get()
     }
 
+    /// False while a base backup is still being replayed to consistency.
+    pub fn is_consistent(&self) -> bool {
+        self.handle.load().is_consistent()
+    }
+
     /// The swappable handle replication works with.
     pub fn handle(&self) -> &EngineHandle {
         &self.handle
     }
 
     pub fn recovery_info(&self) -> RecoveryInfo {
-        self.handle.get().recovery_info().clone()
+        self.handle.load().recovery_info().clone()
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.handle.get().get(key)
+        self.handle.load().get(key)
     }
 
     pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.handle.get().contains_key(key)
+        self.handle.load().contains_key(key)
     }
 
     pub fn len(&self) -> usize {
-        self.handle.get().len()
+        self.handle.load().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.handle.get().is_empty()
+        self.handle.load().is_empty()
     }
 
     /// Keys strictly greater than `after`, ascending, at most `limit`.
     pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Vec<Bytes> {
-        self.handle.get().scan(after, limit)
+        self.handle.load().scan(after, limit)
     }
 
     /// Runs `f` under the writer slot, logs and applies the mutation it
@@ -128,26 +133,26 @@ impl Store {
         &self,
         f: impl FnOnce(&View) -> (Option<Mutation>, R),
     ) -> Result<(Option<Lsn>, R), WriteError> {
-        self.handle.get().transact(f)
+        self.handle.load().transact(f)
     }
 
     /// Completes when everything up to `lsn` is durable under the fsync policy.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WriteError> {
-        self.handle.get().wait_durable(lsn).await
+        self.handle.load().wait_durable(lsn).await
     }
 
     /// Writes a checkpoint. Blocking: call from `spawn_blocking`/`block_in_place`.
     pub fn checkpoint(&self) -> anyhow::Result<CheckpointInfo> {
-        Ok(self.handle.get().checkpoint()?)
+        Ok(self.handle.load().checkpoint()?)
     }
 
     /// Makes everything durable and stops background work. Blocking.
     pub fn shutdown(&self) -> anyhow::Result<()> {
-        Ok(self.handle.get().shutdown()?)
+        Ok(self.handle.load().shutdown()?)
     }
 
     pub fn stats(&self) -> StoreStats {
-        let s = self.handle.get().stats();
+        let s = self.handle.load().stats();
         StoreStats {
             wal_bytes_written: s.wal_bytes_written,
             fsyncs: s.fsyncs,
@@ -165,23 +170,23 @@ impl Store {
     }
 
     pub fn end_lsn(&self) -> Lsn {
-        self.handle.get().end_lsn()
+        self.handle.load().end_lsn()
     }
 
     /// Writes up to here are durable under the fsync policy.
     pub fn durable_lsn(&self) -> Lsn {
-        self.handle.get().durable_lsn()
+        self.handle.load().durable_lsn()
     }
 
     pub fn flushed_lsn(&self) -> Lsn {
-        self.handle.get().flushed_lsn()
+        self.handle.load().flushed_lsn()
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.handle.get().cluster_id()
+        self.handle.load().cluster_id()
     }
 
     pub fn epoch(&self) -> u64 {
-        self.handle.get().epoch()
+        self.handle.load().epoch()
     }
 }

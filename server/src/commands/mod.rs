@@ -348,7 +348,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
         Err(CmdError::msg(
             "READONLY You can't write against a read only replica.",
         ))
-    } else if spec.flags & (READONLY | WRITE) != 0 && !ctx.shared.store.engine().is_consistent() {
+    } else if spec.flags & (READONLY | WRITE) != 0 && !ctx.shared.store.is_consistent() {
         Err(CmdError::msg(
             "LOADING walship is replaying a base backup and is not consistent yet",
         ))
