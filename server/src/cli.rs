@@ -27,6 +27,54 @@ pub enum Command {
     Server(Box<ServerArgs>),
     /// Quickstart: a primary and three standbys on localhost (standby1 synchronous)
     Dev(crate::dev::DevArgs),
+    /// Promote the standby listening on --port to primary (same as REPLICAOF NO ONE)
+    Promote(PromoteArgs),
+}
+
+/// Settings of `walship promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// Client port of the standby to promote
+    #[arg(long, default_value_t = 7379)]
+    pub port: u16,
+    /// Its host
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Its requirepass, if any (or set WALSHIP_REQUIREPASS)
+    #[arg(long, env = "WALSHIP_REQUIREPASS", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+/// Sends `REPLICAOF NO ONE` and prints the reply (the epoch and LSN of the takeover).
+fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Duration;
+    let addr = format!("{}:{}", args.host, args.port);
+    let stream = std::net::TcpStream::connect(&addr)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut command = |parts: &[&str]| -> anyhow::Result<String> {
+        let mut out = format!("*{}\r\n", parts.len());
+        for p in parts {
+            out.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+        }
+        writer.write_all(out.as_bytes())?;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_string();
+        match line.strip_prefix('-') {
+            Some(err) => anyhow::bail!("{addr}: {err}"),
+            None => Ok(line.trim_start_matches('+').to_string()),
+        }
+    };
+    if let Some(p) = &args.password {
+        command(&["AUTH", p])?;
+    }
+    let reply = command(&["REPLICAOF", "NO", "ONE"])?;
+    println!("{addr}: {reply}");
+    Ok(())
 }
 
 /// Logs go to stderr, filtered by RUST_LOG (default `info`); stdout stays clean.
@@ -57,6 +105,7 @@ pub fn main() -> ExitCode {
             rt.block_on(crate::server::run(cfg))
         }),
         Command::Dev(args) => crate::dev::run(args),
+        Command::Promote(args) => promote(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
