@@ -2,7 +2,7 @@
 
 use crate::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use crate::control::Control;
-use crate::epochs::{EpochHistory, EpochStart};
+use crate::epochs::EpochHistory;
 use crate::error::{EngineError, WriteError};
 use crate::memtable::{Entry, Memtable};
 use crate::storage::{FsStorage, Storage};
@@ -442,8 +442,8 @@ impl Engine {
     }
 
     /// Where each epoch began, oldest first.
-    pub fn epoch_history(&self) -> Vec<EpochStart> {
-        self.inner.epochs.lock().entries().to_vec()
+    pub fn epoch_history(&self) -> EpochHistory {
+        self.inner.epochs.lock().clone()
     }
 
     /// Logs and applies one mutation; see [`Engine::transact`].

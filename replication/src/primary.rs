@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
-use walship_engine::{EngineError, EpochHistory, Lsn};
+use walship_engine::{EngineError, Lsn};
 
 /// Most WAL bytes in one WalData frame.
 const CHUNK_MAX_BYTES: usize = 1 << 20;
@@ -482,7 +482,7 @@ impl Hub {
                 engine.cluster_id()
             ));
         }
-        let history = history_of(&engine);
+        let history = engine.epoch_history();
         if epoch > engine.epoch() {
             return Err(format!(
                 "standby is on epoch {epoch}, newer than this node's epoch {}: this node is not the current primary",
@@ -712,7 +712,7 @@ impl Hub {
             .await?;
             offset += n as u64;
         }
-        let history = history_of(&engine).encode();
+        let history = engine.epoch_history().encode();
         write_message(
             wr,
             &Message::BackupChunk {
@@ -737,16 +737,6 @@ impl Hub {
 
 fn sync_state_name(s: SyncState) -> &'static str {
     s.as_str()
-}
-
-/// The engine's epoch history as an [`EpochHistory`].
-pub fn history_of(engine: &walship_engine::Engine) -> EpochHistory {
-    let entries = engine.epoch_history();
-    let mut h = EpochHistory::new(entries[0].epoch);
-    for e in &entries[1..] {
-        h.push(e.epoch, e.start_lsn);
-    }
-    h
 }
 
 impl StandbyConn {
