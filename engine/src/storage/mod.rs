@@ -10,7 +10,7 @@ mod fs;
 mod sim;
 
 pub use fs::FsStorage;
-pub use sim::{SimFaults, SimStorage};
+pub use sim::{SimFaults, SimStorage, WriteOutStats};
 
 use bytes::Bytes;
 use std::io;
