@@ -209,6 +209,11 @@ pub struct ServerArgs {
     /// Most WAL a replication slot may hold back, e.g. 1GiB; 0 = unlimited [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
+    /// TESTING AID, never for real data: run the engine on the in-memory
+    /// power-loss simulator loaded from the data directory, and accept
+    /// DEBUG POWERLOSS [seed] (cut the power, write what survived back, exit)
+    #[arg(long)]
+    pub simulate_power_loss: bool,
 }
 
 /// The TOML file. Names are the flags' names; `snake_case` spellings are
@@ -253,6 +258,8 @@ pub struct FileConfig {
     pub synchronous_commit_timeout_ms: Option<u64>,
     #[serde(alias = "max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
+    #[serde(alias = "simulate_power_loss")]
+    pub simulate_power_loss: Option<bool>,
 }
 
 impl FileConfig {
@@ -294,6 +301,9 @@ pub struct ServerConfig {
     pub synchronous_commit_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_slot_wal_keep_size_bytes: u64,
+    /// Testing aid: the engine runs on the power-loss simulator, loaded from
+    /// `data_dir`, and `DEBUG POWERLOSS` is allowed.
+    pub simulate_power_loss: bool,
 }
 
 impl ServerConfig {
@@ -402,6 +412,8 @@ impl ServerConfig {
                 file.max_slot_wal_keep_size,
             )
             .unwrap_or(0),
+            simulate_power_loss: args.simulate_power_loss
+                || file.simulate_power_loss.unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -517,6 +529,21 @@ mod tests {
         assert_eq!(cfg.port, 9200);
         assert_eq!(cfg.requirepass.as_deref(), Some("s3cret"));
         assert_eq!(cfg.admin_port, Some(9201));
+    }
+
+    #[test]
+    fn simulate_power_loss_is_off_unless_a_flag_or_the_file_asks() {
+        let off = ServerConfig::merge(&args(&[]), &FileConfig::default()).unwrap();
+        assert!(!off.simulate_power_loss);
+        let flag =
+            ServerConfig::merge(&args(&["--simulate-power-loss"]), &FileConfig::default()).unwrap();
+        assert!(flag.simulate_power_loss);
+        let file: FileConfig = toml::from_str("simulate-power-loss = true").unwrap();
+        assert!(
+            ServerConfig::merge(&args(&[]), &file)
+                .unwrap()
+                .simulate_power_loss
+        );
     }
 
     #[test]

@@ -5,9 +5,13 @@
 //! configuration onto the engine's and its counters onto what INFO and
 //! `/metrics` report.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use anyhow::Context;
 use bytes::Bytes;
-use walship_engine::{Engine, EngineConfig, FsyncPolicy};
+use walship_engine::storage::WriteOutStats;
+use walship_engine::{Engine, EngineConfig, FsyncPolicy, SimStorage};
 use walship_replication::EngineHandle;
 
 use crate::config::{FsyncSetting, ServerConfig};
@@ -42,6 +46,21 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub struct Store {
     handle: EngineHandle,
+    /// With `--simulate-power-loss`: the simulated device the engine runs on.
+    sim: Option<SimStorage>,
+}
+
+/// Entries of the data directory that other parts of the server keep on the
+/// real disk (the lock, replication slots), so the power-loss simulator
+/// neither loads nor writes them back.
+fn kept_on_real_disk(data_dir: &Path, path: &Path) -> bool {
+    path.strip_prefix(data_dir)
+        .ok()
+        .and_then(|rel| rel.components().next())
+        .is_some_and(|first| {
+            let first = first.as_os_str();
+            first == crate::lock::DataDirLock::FILE_NAME || first == "slots"
+        })
 }
 
 fn fsync_policy(s: FsyncSetting) -> FsyncPolicy {
@@ -70,13 +89,54 @@ pub fn engine_config(cfg: &ServerConfig) -> EngineConfig {
 impl Store {
     /// Opens the engine in `cfg.data_dir`, running recovery. Blocking.
     pub fn open(cfg: &ServerConfig) -> anyhow::Result<Store> {
-        let ecfg = engine_config(cfg);
+        let mut ecfg = engine_config(cfg);
+        let sim = if cfg.simulate_power_loss {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+            let dir = cfg.data_dir.clone();
+            let sim = SimStorage::load_dir(&cfg.data_dir, &|p| kept_on_real_disk(&dir, p))
+                .with_context(|| {
+                    format!(
+                        "cannot load {} into the power-loss simulator",
+                        cfg.data_dir.display()
+                    )
+                })?;
+            tracing::warn!(
+                data_dir = %cfg.data_dir.display(),
+                "--simulate-power-loss: the engine runs on an in-memory simulated device \
+                 (a testing aid); only DEBUG POWERLOSS or a clean shutdown writes it back"
+            );
+            ecfg.storage = Arc::new(sim.clone());
+            Some(sim)
+        } else {
+            None
+        };
         let engine = Engine::open(ecfg.clone()).with_context(|| {
             format!("cannot open the data directory {}", cfg.data_dir.display())
         })?;
         Ok(Store {
             handle: EngineHandle::new(engine, ecfg),
+            sim,
         })
+    }
+
+    /// With `--simulate-power-loss`: cuts the simulated device's power (no
+    /// write after this instant can be made durable, so none is acknowledged)
+    /// and writes what survived, torn by `tear_seed`, back to the data
+    /// directory. `None` without the flag. The caller must exit at once.
+    pub fn power_off(&self, tear_seed: Option<u64>) -> Option<std::io::Result<WriteOutStats>> {
+        let sim = self.sim.as_ref()?;
+        let image = sim.power_off(tear_seed);
+        Some(image.write_to_dir(&self.data_dir()))
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.handle.load().config().data_dir.clone()
+    }
+
+    /// Whether the engine runs on the power-loss simulator.
+    pub fn simulates_power_loss(&self) -> bool {
+        self.sim.is_some()
     }
 
     /// Wraps an engine opened elsewhere (tests, embedding).
@@ -84,6 +144,7 @@ impl Store {
         let cfg = engine.config().clone();
         Store {
             handle: EngineHandle::new(engine, cfg),
+            sim: None,
         }
     }
 
@@ -148,7 +209,18 @@ impl Store {
 
     /// Makes everything durable and stops background work. Blocking.
     pub fn shutdown(&self) -> anyhow::Result<()> {
-        Ok(self.handle.load().shutdown()?)
+        self.handle.load().shutdown()?;
+        if let Some(sim) = &self.sim {
+            // Everything is durable on the simulated device now; put it on the real one.
+            let dir = self.data_dir();
+            sim.power_loss(None).write_to_dir(&dir).with_context(|| {
+                format!(
+                    "cannot write the simulated device back to {}",
+                    dir.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> StoreStats {

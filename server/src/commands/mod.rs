@@ -6,6 +6,7 @@
 //! - [`server`]: COMMAND, TIME, SAVE, BGSAVE, LASTSAVE, ROLE, SHUTDOWN
 //! - [`info`]: INFO; [`config`]: CONFIG
 //! - [`connection`]: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT
+//! - [`debug`]: DEBUG POWERLOSS (fault injection, with `--simulate-power-loss` only)
 //!
 //! A handler reads its arguments, may run one `Store::transact` (so a
 //! read-modify-write is atomic), and writes its reply into the connection's
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod debug;
 pub mod info;
 pub mod keys;
 pub mod replication;
@@ -130,6 +132,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("slaveof", 3, ADMIN, NOKEYS, replication::replicaof),
     cmd!("walship", -2, 0, NOKEYS, replication::walship),
     cmd!("shutdown", -1, ADMIN, NOKEYS, server::shutdown),
+    cmd!("debug", -2, ADMIN, NOKEYS, debug::debug),
     // connection
     cmd!("ping", -1, FAST | CONNECTION, NOKEYS, connection::ping),
     cmd!("echo", 2, FAST | CONNECTION, NOKEYS, connection::echo),
