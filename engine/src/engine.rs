@@ -208,6 +208,7 @@ impl Engine {
                 .map_err(|e| EngineError::io(d, e))?;
         }
         crate::basebackup::roll_forward(&*storage, &data_dir)?;
+        crate::rewind::finish_pending(&*storage, &data_dir)?;
         let consistent_at = crate::basebackup::consistent_at(&*storage, &data_dir)?;
         let control = match Control::load(&*storage, &data_dir)? {
             Some(c) => c,
@@ -267,7 +268,13 @@ impl Engine {
             control.cluster_id,
             from_lsn,
             &mut |end, m| {
-                epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
+                if matches!(m, Mutation::EpochChange { .. }) {
+                    epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
+                } else {
+                    // Recovery decodes keys and values into allocations of
+                    // their own: kept as they are, not copied again.
+                    memtable.apply_owned(end, m);
+                }
                 Ok(())
             },
         )?;
@@ -433,12 +440,70 @@ impl Engine {
     /// `current + 1`. Returns the new epoch and the record's start and end
     /// LSN; await [`Engine::wait_durable`] on the end LSN.
     pub fn begin_epoch(&self) -> Result<(u64, Lsn, Lsn), WriteError> {
+        self.begin_epoch_above(0)
+    }
+
+    /// [`Engine::begin_epoch`] with an epoch number above `floor` too (a
+    /// newer epoch this node heard of but never saw).
+    pub fn begin_epoch_above(&self, floor: u64) -> Result<(u64, Lsn, Lsn), WriteError> {
         let (end, epoch) = self.transact(|_| {
-            let next = self.epoch() + 1;
+            let next = self.epoch().max(floor) + 1;
             (Some(Mutation::EpochChange { epoch: next }), next)
         })?;
         let end = end.expect("an epoch change was logged");
         Ok((epoch, end - (RECORD_HEADER_BYTES + 8) as u64, end))
+    }
+
+    /// Whether this node can cut its WAL back to `fork_lsn` itself (see
+    /// [`crate::rewind`]); the error says why a base backup is needed instead.
+    pub fn can_rewind_to(&self, fork_lsn: Lsn) -> Result<(), String> {
+        let inner = &*self.inner;
+        if fork_lsn > self.end_lsn() {
+            return Err(format!(
+                "the fork LSN {fork_lsn} is past this node's WAL end {}",
+                self.end_lsn()
+            ));
+        }
+        let consistent_at = inner.consistent_at.load(Ordering::Acquire);
+        if consistent_at > fork_lsn {
+            return Err(format!(
+                "this node's state is consistent only from LSN {consistent_at} (a base backup), past the fork"
+            ));
+        }
+        match inner.checkpoint_lock.lock().as_ref() {
+            Some(c) if c.end_lsn > fork_lsn => Err(format!(
+                "its newest checkpoint holds writes up to LSN {}, past the fork",
+                c.end_lsn
+            )),
+            Some(_) => Ok(()),
+            None if self.stats().oldest_lsn > 0 => {
+                Err("it has no checkpoint and its WAL does not start at LSN 0".into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Copies the WAL from `fork_lsn` (or the oldest LSN still on disk, if
+    /// later) to the end into `<data-dir>/rewound/`, durably. Nothing is cut.
+    pub fn save_wal_past(&self, fork_lsn: Lsn) -> Result<crate::rewind::Rewound, EngineError> {
+        let from = fork_lsn.max(self.stats().oldest_lsn);
+        let end = self.written_lsn();
+        let mut wal = Vec::with_capacity(usize::try_from(end.saturating_sub(from)).unwrap_or(0));
+        while (from + wal.len() as u64) < end {
+            let chunk = self.read_wal(from + wal.len() as u64, 16 << 20)?;
+            if chunk.is_empty() {
+                break;
+            }
+            wal.extend_from_slice(&chunk);
+        }
+        crate::rewind::save_rewound(
+            &*self.inner.storage,
+            &self.inner.cfg.data_dir,
+            self.cluster_id(),
+            self.epoch(),
+            from,
+            &wal,
+        )
     }
 
     /// Where each epoch began, oldest first.

@@ -19,6 +19,7 @@
 //! - [`basebackup`]: installing a primary's checkpoint on a standby, atomically.
 //! - [`control`]: the data directory's identity (cluster id, epoch).
 //! - [`epochs`]: where each epoch (timeline) began, for fork detection.
+//! - [`rewind`]: cutting the WAL back to a fork point when following a new primary.
 //! - [`storage`]: every file access goes through the [`storage::Storage`]
 //!   trait: real files, or the power-loss simulator for tests.
 //!
@@ -28,6 +29,8 @@
 //! <data-dir>/control                  cluster id and epoch
 //! <data-dir>/wal/<start LSN>.wal      WAL segments (see docs/wal-format.md)
 //! <data-dir>/checkpoints/<LSN>.ckpt   the newest checkpoint
+//! <data-dir>/epochs                   the epoch history
+//! <data-dir>/rewound/<fork>-<end>.wal WAL cut away by rewinds
 //! ```
 
 pub mod basebackup;
@@ -37,6 +40,7 @@ pub mod engine;
 pub mod epochs;
 pub mod error;
 pub mod memtable;
+pub mod rewind;
 pub mod storage;
 pub mod wal;
 

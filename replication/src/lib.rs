@@ -11,7 +11,8 @@
 //!   which standbys count and which LSN they confirm (no I/O).
 //! - [`quorum`]: the seed's quorum arithmetic (W + R > N) and quorum reads.
 //! - [`slots`]: replication slots, which keep WAL a standby still needs.
-//! - [`handle`]: the swappable engine a standby serves from.
+//! - [`fork`]: where two nodes' histories part (rewind and fencing decisions).
+//! - [`handle`]: the swappable engine a standby serves from, and its rewind.
 //! - [`primary`]: the hub and the WAL sender of each standby.
 //! - [`standby`]: the WAL receiver and base-backup installation.
 //!
@@ -24,6 +25,7 @@
 //! level with [`sync_rule`] → the server's wait on [`primary::Hub::wait_confirmed`]
 //! and on the local fsync both complete → the client hears `+OK`.
 
+pub mod fork;
 pub mod handle;
 pub mod primary;
 pub mod protocol;
@@ -33,8 +35,8 @@ pub mod standby;
 pub mod stream;
 pub mod sync_rule;
 
-pub use handle::EngineHandle;
+pub use handle::{EngineHandle, RewindOutcome};
 pub use primary::{Hub, StandbyView, SyncWaitError};
 pub use slots::Slots;
-pub use standby::{Receiver, ReceiverConfig, ReceiverStatus};
+pub use standby::{Receiver, ReceiverConfig, ReceiverStatus, RewindCounters};
 pub use sync_rule::{SyncStandbyNames, SynchronousCommit};

@@ -6,6 +6,7 @@
 //! `synchronous_commit` level whenever a standby reports. Writers wait on
 //! that with [`Hub::wait_confirmed`].
 
+use crate::fork::{divergence, Divergence};
 use crate::handle::EngineHandle;
 use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::slots::Slots;
@@ -165,6 +166,28 @@ pub enum SyncWaitError {
     },
 }
 
+/// What a standby said in its Hello.
+struct HelloFields {
+    proto_version: u32,
+    cluster_id: u64,
+    epoch: u64,
+    flushed_lsn: Lsn,
+    name: String,
+    history: Vec<(u64, Lsn)>,
+}
+
+/// What [`Hub::admit`] decided.
+enum Admission {
+    /// Stream WAL from the standby's end.
+    Stream,
+    /// Send a base backup first.
+    BaseBackup,
+    /// The standby must cut its WAL back to this LSN and come back.
+    Rewind(Lsn),
+    /// Not accepted, and why.
+    Refuse(String),
+}
+
 /// The primary's replication state.
 pub struct Hub {
     handle: EngineHandle,
@@ -174,6 +197,8 @@ pub struct Hub {
     confirmed_tx: watch::Sender<Confirmed>,
     next_id: AtomicU64,
     stop_tx: watch::Sender<bool>,
+    /// Non-zero once a standby showed a newer epoch: this node was deposed.
+    fenced_by: AtomicU64,
 }
 
 impl Hub {
@@ -189,6 +214,7 @@ impl Hub {
             confirmed_tx,
             next_id: AtomicU64::new(1),
             stop_tx,
+            fenced_by: AtomicU64::new(0),
         })
     }
 
@@ -385,6 +411,7 @@ impl Hub {
             epoch,
             flushed_lsn,
             name,
+            history,
         } = hello
         else {
             return Err(ReplError::Protocol(format!(
@@ -393,9 +420,17 @@ impl Hub {
             )));
         };
         let engine = self.handle.get();
-        let decision = self.admit(proto_version, cluster_id, epoch, flushed_lsn, &name);
-        let base_backup = match decision {
-            Err(reason) => {
+        let hello = HelloFields {
+            proto_version,
+            cluster_id,
+            epoch,
+            flushed_lsn,
+            name,
+            history,
+        };
+        let name = hello.name.clone();
+        let base_backup = match self.admit(&hello) {
+            Admission::Refuse(reason) => {
                 tracing::warn!(standby = %name, %addr, %reason, "refusing standby");
                 write_message(
                     &mut wr,
@@ -406,7 +441,20 @@ impl Hub {
                 .await?;
                 return Err(ReplError::Refused(reason));
             }
-            Ok(b) => b,
+            Admission::Rewind(fork_lsn) => {
+                tracing::warn!(standby = %name, %addr, fork_lsn, standby_end = flushed_lsn, "standby's WAL went past the fork point: telling it to rewind");
+                write_message(
+                    &mut wr,
+                    &Message::Rewind {
+                        epoch: engine.epoch(),
+                        fork_lsn,
+                    },
+                )
+                .await?;
+                return Ok(());
+            }
+            Admission::BaseBackup => true,
+            Admission::Stream => false,
         };
         write_message(
             &mut wr,
@@ -457,72 +505,106 @@ impl Hub {
         result
     }
 
-    /// Decides whether a standby may stream: `Ok(true)` when it needs a base backup first.
-    fn admit(
-        &self,
-        proto_version: u32,
-        cluster_id: u64,
-        epoch: u64,
-        flushed_lsn: Lsn,
-        name: &str,
-    ) -> Result<bool, String> {
+    /// Decides what a standby that said Hello gets.
+    fn admit(&self, hello: &HelloFields) -> Admission {
         let engine = self.handle.get();
-        if proto_version != PROTO_VERSION {
-            return Err(format!("replication protocol version {proto_version} is not supported (this primary speaks {PROTO_VERSION})"));
+        if hello.proto_version != PROTO_VERSION {
+            return Admission::Refuse(format!("replication protocol version {} is not supported (this primary speaks {PROTO_VERSION})", hello.proto_version));
         }
-        if name.is_empty() {
-            return Err("a standby must have a name (--name)".into());
+        if hello.name.is_empty() {
+            return Admission::Refuse("a standby must have a name (--name)".into());
         }
-        if cluster_id == 0 {
-            return Ok(true);
-        }
-        if cluster_id != engine.cluster_id() {
-            return Err(format!(
-                "standby belongs to cluster {cluster_id:016x}, but this primary is cluster {:016x}; use an empty data directory to join this cluster",
-                engine.cluster_id()
-            ));
-        }
-        let history = engine.epoch_history();
-        if epoch > engine.epoch() {
-            return Err(format!(
-                "standby is on epoch {epoch}, newer than this node's epoch {}: this node is not the current primary",
+        if let Some(epoch) = self.fenced_by() {
+            return Admission::Refuse(format!(
+                "this node learned of epoch {epoch}, newer than its own epoch {}: it is no longer the primary",
                 engine.epoch()
             ));
         }
-        if !history.contains(epoch) {
-            return Err(format!(
-                "standby's epoch {epoch} is not in this primary's history: the histories diverged"
+        if hello.cluster_id == 0 {
+            return Admission::BaseBackup;
+        }
+        if hello.cluster_id != engine.cluster_id() {
+            return Admission::Refuse(format!(
+                "standby belongs to cluster {:016x}, but this primary is cluster {:016x}; use an empty data directory to join this cluster",
+                hello.cluster_id,
+                engine.cluster_id()
             ));
         }
-        let fork = history
-            .end_of(epoch)
-            .unwrap_or(Lsn::MAX)
-            .min(engine.end_lsn());
-        if flushed_lsn > fork {
-            return Err(format!(
-                "standby's WAL diverged: it goes to LSN {flushed_lsn} on epoch {epoch}, but this primary's history leaves epoch {epoch} at LSN {fork}; the standby must be rewound to LSN {fork}"
-            ));
+        let mine: Vec<(u64, Lsn)> = engine
+            .epoch_history()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_lsn))
+            .collect();
+        let mut theirs = hello.history.clone();
+        if theirs.last().is_none_or(|last| last.0 < hello.epoch) {
+            // The Hello's epoch counts even if its history omits it.
+            theirs.push((hello.epoch, hello.flushed_lsn));
         }
-        let slot = self
-            .slots
-            .acquire(name, flushed_lsn)
-            .map_err(|e| format!("cannot create replication slot: {e}"))?;
+        match divergence(&mine, engine.end_lsn(), &theirs, hello.flushed_lsn) {
+            Divergence::StandbyNewer(epoch) => {
+                self.fence(epoch);
+                return Admission::Refuse(format!(
+                    "standby is on epoch {epoch}, newer than this node's epoch {}: this node is not the current primary and stops taking writes",
+                    engine.epoch()
+                ));
+            }
+            Divergence::Unrelated => {
+                return Admission::Refuse(format!(
+                    "standby's epoch history shares no epoch with this primary's (epoch {}): the histories diverged",
+                    engine.epoch()
+                ));
+            }
+            Divergence::Fork(fork) => return Admission::Rewind(fork),
+            Divergence::None => {}
+        }
+        let slot = match self.slots.acquire(&hello.name, hello.flushed_lsn) {
+            Ok(slot) => slot,
+            Err(e) => return Admission::Refuse(format!("cannot create replication slot: {e}")),
+        };
         if slot.invalidated {
             tracing::warn!(
-                standby = name,
+                standby = %hello.name,
                 "slot was invalidated: sending a base backup"
             );
-            return Ok(true);
+            return Admission::BaseBackup;
         }
-        if flushed_lsn < engine.stats().oldest_lsn {
+        if hello.flushed_lsn < engine.stats().oldest_lsn {
             tracing::info!(
-                standby = name,
-                flushed_lsn,
+                standby = %hello.name,
+                flushed_lsn = hello.flushed_lsn,
                 "the WAL this standby needs was removed: sending a base backup"
             );
-            return Ok(true);
+            return Admission::BaseBackup;
         }
-        Ok(false)
+        Admission::Stream
+    }
+
+    /// The newer epoch this node learned of, if it has been deposed.
+    pub fn fenced_by(&self) -> Option<u64> {
+        match self.fenced_by.load(Ordering::Acquire) {
+            0 => None,
+            epoch => Some(epoch),
+        }
+    }
+
+    /// Records that a newer epoch exists: this node stops being a primary
+    /// (writes get READONLY, its standbys are disconnected, writes waiting
+    /// for them fail) until it is re-pointed or promoted again.
+    pub fn fence(&self, newer_epoch: u64) {
+        let before = self.fenced_by.fetch_max(newer_epoch, Ordering::AcqRel);
+        if before == 0 {
+            tracing::error!(
+                newer_epoch,
+                "a standby knows a newer epoch: this node is no longer the primary; refusing writes until it is re-pointed (REPLICAOF host port) or promoted again"
+            );
+        }
+        self.stop();
+    }
+
+    /// Forgets the fence (the node was re-pointed or promoted again).
+    pub fn clear_fence(&self) {
+        self.fenced_by.store(0, Ordering::Release);
     }
 
     async fn stream_to(

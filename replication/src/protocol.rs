@@ -31,7 +31,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 /// Version of this wire protocol, sent in [`Message::Hello`].
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 
 /// Bytes before `type`: `len u32` + `crc u32`.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -48,6 +48,9 @@ pub const DATA_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Largest string (standby name, refusal or error reason), in bytes.
 pub const STRING_MAX_BYTES: u32 = 64 * 1024;
 
+/// Most entries of an epoch history a `Hello` may carry.
+pub const HISTORY_MAX_ENTRIES: u32 = 100_000;
+
 /// [`Message::BackupChunk::kind`] of a piece of the checkpoint file.
 pub const BACKUP_CHUNK_CHECKPOINT: u8 = 0;
 /// [`Message::BackupChunk::kind`] of the primary's epoch history file.
@@ -57,8 +60,11 @@ pub const BACKUP_CHUNK_EPOCHS: u8 = 1;
 /// data chunk plus it must fit in a frame.
 const DATA_HEADER_MAX_BYTES: usize = 1 + 3 * 8;
 const _: () = assert!(DATA_MAX_BYTES + DATA_HEADER_MAX_BYTES <= FRAME_MAX_BYTES as usize);
-// The largest string message (Hello) must fit in a frame as well.
-const _: () = assert!(1 + 4 + 3 * 8 + 4 + (STRING_MAX_BYTES as usize) <= FRAME_MAX_BYTES as usize);
+// The largest string message (Hello, with its epoch history) must fit in a frame as well.
+const _: () = assert!(
+    1 + 4 + 3 * 8 + 4 + (STRING_MAX_BYTES as usize) + 4 + 16 * (HISTORY_MAX_ENTRIES as usize)
+        <= FRAME_MAX_BYTES as usize
+);
 // `len` is written as a u32.
 const _: () = assert!(FRAME_MAX_BYTES as u64 <= u32::MAX as u64);
 
@@ -72,6 +78,7 @@ const TYPE_BACKUP_BEGIN: u8 = 7;
 const TYPE_BACKUP_CHUNK: u8 = 8;
 const TYPE_BACKUP_END: u8 = 9;
 const TYPE_ERROR: u8 = 10;
+const TYPE_REWIND: u8 = 11;
 
 /// One message of the replication stream.
 ///
@@ -87,6 +94,9 @@ pub enum Message {
         flushed_lsn: u64,
         /// The standby's name, matched against `synchronous_standby_names`.
         name: String,
+        /// The standby's epoch history, `(epoch, start LSN)` oldest first;
+        /// empty for a blank standby. The primary finds the fork point from it.
+        history: Vec<(u64, u64)>,
     },
     /// Primary → standby: accepted; streaming starts at `start_lsn`, after a
     /// base backup when `base_backup` is true.
@@ -149,6 +159,10 @@ pub enum Message {
     },
     /// Either direction: a fatal error; the sender closes after it.
     Error { reason: String },
+    /// Primary → standby: the standby's WAL went past the point where its
+    /// history and the primary's (now on `epoch`) part; it must cut its WAL
+    /// back to `fork_lsn` and connect again. The primary closes after it.
+    Rewind { epoch: u64, fork_lsn: u64 },
 }
 
 impl Message {
@@ -165,6 +179,7 @@ impl Message {
             Message::BackupChunk { .. } => TYPE_BACKUP_CHUNK,
             Message::BackupEnd { .. } => TYPE_BACKUP_END,
             Message::Error { .. } => TYPE_ERROR,
+            Message::Rewind { .. } => TYPE_REWIND,
         }
     }
 
@@ -196,17 +211,28 @@ impl Message {
                 epoch,
                 flushed_lsn,
                 name,
+                history,
             } => {
                 assert!(
                     name.len() <= STRING_MAX_BYTES as usize,
                     "Hello name of {} bytes exceeds {STRING_MAX_BYTES}",
                     name.len()
                 );
+                assert!(
+                    history.len() <= HISTORY_MAX_ENTRIES as usize,
+                    "Hello history of {} entries exceeds {HISTORY_MAX_ENTRIES}",
+                    history.len()
+                );
                 out.put_u32_le(*proto_version);
                 out.put_u64_le(*cluster_id);
                 out.put_u64_le(*epoch);
                 out.put_u64_le(*flushed_lsn);
                 put_string(out, name);
+                out.put_u32_le(history.len() as u32);
+                for (e, start) in history {
+                    out.put_u64_le(*e);
+                    out.put_u64_le(*start);
+                }
             }
             Message::Welcome {
                 cluster_id,
@@ -303,6 +329,10 @@ impl Message {
                 out.put_u64_le(*wal_start_lsn);
                 out.put_u64_le(*wal_end_lsn);
             }
+            Message::Rewind { epoch, fork_lsn } => {
+                out.put_u64_le(*epoch);
+                out.put_u64_le(*fork_lsn);
+            }
         }
         let body_start = frame_start + FRAME_HEADER_BYTES;
         let body_len = out.len() - body_start;
@@ -333,7 +363,7 @@ pub enum FrameError {
     CrcMismatch { expected: u32, actual: u32 },
     /// The type byte names no message of this protocol version.
     #[error(
-        "unknown replication message type {ty}; expected 1..=10 (protocol version {PROTO_VERSION})"
+        "unknown replication message type {ty}; expected 1..=11 (protocol version {PROTO_VERSION})"
     )]
     UnknownType { ty: u8 },
     /// A fixed-width field runs past the end of the payload.
@@ -382,6 +412,12 @@ pub enum FrameError {
         "BackupChunk kind {value} is unknown; expected 0 (checkpoint file) or 1 (epoch history)"
     )]
     InvalidChunkKind { value: u8 },
+    /// An epoch history that is too long or out of order.
+    #[error("{message} epoch history is invalid: {reason}")]
+    BadHistory {
+        message: &'static str,
+        reason: String,
+    },
 }
 
 /// Decodes one frame from the front of `buf`.
@@ -452,6 +488,7 @@ fn type_name(ty: u8) -> Option<&'static str> {
         TYPE_BACKUP_CHUNK => "BackupChunk",
         TYPE_BACKUP_END => "BackupEnd",
         TYPE_ERROR => "Error",
+        TYPE_REWIND => "Rewind",
         _ => return None,
     })
 }
@@ -473,6 +510,7 @@ fn parse_payload(ty: u8, payload: &[u8]) -> Result<(Message, Option<usize>), Fra
             epoch: r.u64("epoch")?,
             flushed_lsn: r.u64("flushed_lsn")?,
             name: r.string("name")?,
+            history: r.history("history")?,
         },
         TYPE_WELCOME => Message::Welcome {
             cluster_id: r.u64("cluster_id")?,
@@ -534,6 +572,10 @@ fn parse_payload(ty: u8, payload: &[u8]) -> Result<(Message, Option<usize>), Fra
         },
         TYPE_ERROR => Message::Error {
             reason: r.string("reason")?,
+        },
+        TYPE_REWIND => Message::Rewind {
+            epoch: r.u64("epoch")?,
+            fork_lsn: r.u64("fork_lsn")?,
         },
         _ => unreachable!("type_name accepted type {ty}"),
     };
@@ -619,6 +661,38 @@ impl<'a> Reader<'a> {
             valid_up_to: e.valid_up_to(),
         })?;
         Ok(text.to_owned())
+    }
+
+    /// An epoch history: a `u32` count, then `(epoch u64, start LSN u64)`
+    /// pairs strictly ascending in epoch and not descending in LSN.
+    fn history(&mut self, field: &'static str) -> Result<Vec<(u64, u64)>, FrameError> {
+        let n = self.u32(field)?;
+        if n > HISTORY_MAX_ENTRIES || n as usize * 16 > self.remaining() {
+            return Err(FrameError::BadHistory {
+                message: self.message,
+                reason: format!(
+                    "declares {n} entries (at most {HISTORY_MAX_ENTRIES}, with {} bytes left)",
+                    self.remaining()
+                ),
+            });
+        }
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let entry = (self.u64(field)?, self.u64(field)?);
+            if let Some(last) = out.last() {
+                if entry.0 <= last.0 || entry.1 < last.1 {
+                    return Err(FrameError::BadHistory {
+                        message: self.message,
+                        reason: format!(
+                            "entry (epoch {}, LSN {}) does not follow (epoch {}, LSN {})",
+                            entry.0, entry.1, last.0, last.1
+                        ),
+                    });
+                }
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     /// Consumes the rest of the payload, returning where it starts.

@@ -10,11 +10,12 @@
 //! LSNs after each flush and at least every 100 ms. On any error it closes,
 //! waits, and reconnects; what it already appended stays.
 
-use crate::handle::EngineHandle;
+use crate::handle::{EngineHandle, RewindOutcome};
 use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -40,6 +41,8 @@ pub struct ReceiverConfig {
     pub password: Option<String>,
     /// This standby's own client port, told to the primary.
     pub listening_port: u16,
+    /// Where rewinds are counted.
+    pub rewinds: Arc<RewindCounters>,
 }
 
 /// What `INFO replication` shows about the link.
@@ -63,11 +66,27 @@ pub struct ReceiverStatus {
     pub base_backups: u64,
 }
 
+/// Rewinds this node did, over every receiver it ran (a node keeps one
+/// set of counters across re-pointing and promotion).
+#[derive(Debug, Default)]
+pub struct RewindCounters {
+    /// Rewinds done (the WAL was cut back to a fork point).
+    pub rewinds: AtomicU64,
+    /// Whole records cut away (kept under `<data-dir>/rewound/`).
+    pub records: AtomicU64,
+    /// Bytes cut away.
+    pub bytes: AtomicU64,
+    /// The fork LSN of the last rewind.
+    pub last_fork_lsn: AtomicU64,
+}
+
 /// The WAL receiver of one standby.
 pub struct Receiver {
     handle: EngineHandle,
     config: ReceiverConfig,
     status: Mutex<ReceiverStatus>,
+    /// Set when a rewind could not be done locally: ask for a base backup.
+    needs_base_backup: AtomicBool,
 }
 
 impl Receiver {
@@ -82,6 +101,7 @@ impl Receiver {
             handle,
             config,
             status: Mutex::new(status),
+            needs_base_backup: AtomicBool::new(false),
         })
     }
 
@@ -160,15 +180,28 @@ impl Receiver {
         let mut rbuf = leftover;
 
         let engine = self.handle.get();
-        let blank = engine.end_lsn() == 0;
+        // A blank node, or one that must be re-seeded, asks for a base backup
+        // by presenting no identity.
+        let blank = engine.end_lsn() == 0 || self.needs_base_backup.load(Ordering::Acquire);
+        let history = if blank {
+            Vec::new()
+        } else {
+            engine
+                .epoch_history()
+                .entries()
+                .iter()
+                .map(|e| (e.epoch, e.start_lsn))
+                .collect()
+        };
         write_message(
             &mut wr,
             &Message::Hello {
                 proto_version: PROTO_VERSION,
                 cluster_id: if blank { 0 } else { engine.cluster_id() },
                 epoch: engine.epoch(),
-                flushed_lsn: engine.end_lsn(),
+                flushed_lsn: if blank { 0 } else { engine.end_lsn() },
                 name: self.config.name.clone(),
+                history,
             },
         )
         .await?;
@@ -180,7 +213,27 @@ impl Receiver {
         )
         .await?;
         let base_backup = match welcome {
-            Message::Welcome { base_backup, .. } => base_backup,
+            Message::Welcome {
+                base_backup, epoch, ..
+            } => {
+                // Fencing: never confirm anything to a primary of an older epoch.
+                if epoch < engine.epoch() && !base_backup {
+                    let reason = format!(
+                        "the primary is on epoch {epoch}, older than this node's epoch {}: not following a deposed primary",
+                        engine.epoch()
+                    );
+                    let _ = write_message(
+                        &mut wr,
+                        &Message::Error {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    return Err(ReplError::Refused(reason));
+                }
+                base_backup
+            }
+            Message::Rewind { epoch, fork_lsn } => return self.rewind(epoch, fork_lsn).await,
             Message::Refuse { reason } => return Err(ReplError::Refused(reason)),
             Message::Error { reason } => return Err(ReplError::Peer(reason)),
             other => {
@@ -215,6 +268,52 @@ impl Receiver {
         let result = self.receive_wal(&mut rd, &mut rbuf, &reply_now).await;
         reporter.abort();
         result
+    }
+
+    /// The primary says this node's WAL went past the fork point: cut it
+    /// back (or, when that cannot be done here, ask for a base backup next).
+    async fn rewind(&self, epoch: u64, fork_lsn: Lsn) -> Result<(), ReplError> {
+        let engine = self.handle.get();
+        if epoch < engine.epoch() {
+            return Err(ReplError::Refused(format!(
+                "a primary on epoch {epoch}, older than this node's epoch {}, asked for a rewind: refused",
+                engine.epoch()
+            )));
+        }
+        let end = engine.end_lsn();
+        tracing::warn!(primary = %self.config.primary, fork_lsn, wal_end = end, "this node's WAL went past the fork point with the primary's history: rewinding");
+        self.set_state("rewind");
+        let handle = self.handle.clone();
+        let outcome = tokio::task::spawn_blocking(move || handle.rewind(fork_lsn))
+            .await
+            .map_err(|e| ReplError::Storage(e.to_string()))?
+            .map_err(storage)?;
+        let saved = match outcome {
+            RewindOutcome::NotNeeded => {
+                return Err(ReplError::Protocol(format!(
+                    "the primary asked for a rewind to LSN {fork_lsn}, but this node's WAL ends at {end}"
+                )))
+            }
+            RewindOutcome::Rewound(saved) => saved,
+            RewindOutcome::NeedsBaseBackup { saved, reason } => {
+                tracing::warn!(%reason, "cannot rewind in place: asking the primary for a base backup");
+                self.needs_base_backup.store(true, Ordering::Release);
+                saved
+            }
+        };
+        tracing::warn!(
+            fork_lsn,
+            records = saved.records,
+            bytes = saved.bytes,
+            file = %saved.file.display(),
+            "rewound: the records past the fork were cut from the WAL and kept in the file named"
+        );
+        let c = &self.config.rewinds;
+        c.rewinds.fetch_add(1, Ordering::Relaxed);
+        c.records.fetch_add(saved.records, Ordering::Relaxed);
+        c.bytes.fetch_add(saved.bytes, Ordering::Relaxed);
+        c.last_fork_lsn.store(fork_lsn, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn receive_base_backup(
@@ -289,6 +388,7 @@ impl Receiver {
         .await
         .map_err(|e| ReplError::Storage(e.to_string()))??;
         self.status.lock().base_backups += 1;
+        self.needs_base_backup.store(false, Ordering::Release);
         tracing::info!(redo_lsn, "base backup installed");
         Ok(())
     }

@@ -84,6 +84,7 @@ fn start_receiver(
             name: name.into(),
             password: None,
             listening_port: 0,
+            rewinds: Default::default(),
         },
     );
     let (stop_tx, stop_rx) = watch::channel(false);

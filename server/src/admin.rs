@@ -208,6 +208,27 @@ pub fn replication_json(shared: &Shared) -> serde_json::Value {
             obj.insert("consistent".into(), engine.is_consistent().into());
         }
     }
+    let fenced = repl.fenced_by();
+    obj.insert("fenced".into(), fenced.is_some().into());
+    obj.insert("fenced_by_epoch".into(), fenced.into());
+    obj.insert(
+        "epoch_start_lsn".into(),
+        engine
+            .epoch_history()
+            .entries()
+            .last()
+            .map_or(0, |e| e.start_lsn)
+            .into(),
+    );
+    obj.insert(
+        "rewind".into(),
+        json!({
+            "rewinds": repl.rewinds.rewinds.load(Ordering::Relaxed),
+            "rewound_records": repl.rewinds.records.load(Ordering::Relaxed),
+            "rewound_bytes": repl.rewinds.bytes.load(Ordering::Relaxed),
+            "last_fork_lsn": repl.rewinds.last_fork_lsn.load(Ordering::Relaxed),
+        }),
+    );
     let slots: Vec<serde_json::Value> = repl
         .slots
         .list()

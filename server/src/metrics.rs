@@ -278,6 +278,31 @@ fn render_replication(shared: &Shared, out: &mut String) {
             u8::from(s.invalidated)
         );
     }
+    let rw = &shared.replication.rewinds;
+    counter(
+        out,
+        "walship_rewinds_total",
+        "Times this node cut its WAL back to a fork point to follow a new primary.",
+        rw.rewinds.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "walship_rewound_records_total",
+        "WAL records cut away by rewinds (kept under <data-dir>/rewound/).",
+        rw.records.load(Ordering::Relaxed),
+    );
+    counter(
+        out,
+        "walship_rewound_bytes_total",
+        "WAL bytes cut away by rewinds.",
+        rw.bytes.load(Ordering::Relaxed),
+    );
+    gauge(
+        out,
+        "walship_fenced",
+        "1 while this primary refuses writes because a standby showed it a newer epoch.",
+        u8::from(shared.replication.fenced_by().is_some()),
+    );
     if let Role::Standby { receiver, .. } = role {
         let st = receiver.status();
         gauge(

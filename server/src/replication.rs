@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use walship_replication::{
-    Hub, Receiver, ReceiverConfig, Slots, SyncStandbyNames, SynchronousCommit,
+    Hub, Receiver, ReceiverConfig, RewindCounters, Slots, SyncStandbyNames, SynchronousCommit,
 };
 
 use crate::store::{Lsn, Store};
@@ -49,6 +49,8 @@ pub struct Replication {
     store: Store,
     /// Epoch changes started by this node (promotions and primary starts).
     pub promotions: AtomicU64,
+    /// Rewinds this node did, across every receiver it ran.
+    pub rewinds: Arc<RewindCounters>,
 }
 
 fn level_index(level: SynchronousCommit) -> u8 {
@@ -79,6 +81,7 @@ impl Replication {
             password,
             store,
             promotions: AtomicU64::new(0),
+            rewinds: Arc::default(),
         }
     }
 
@@ -114,8 +117,10 @@ impl Replication {
         if let Role::Standby { stop, .. } = &*role {
             stop.send_replace(true);
         }
-        // A primary that becomes a standby stops streaming to its own standbys.
+        // A primary that becomes a standby stops streaming to its own
+        // standbys; being re-pointed also lifts a fence.
         self.hub.stop();
+        self.hub.clear_fence();
         let receiver = Receiver::new(
             self.store.handle().clone(),
             ReceiverConfig {
@@ -123,6 +128,7 @@ impl Replication {
                 name: self.name.clone(),
                 password: self.password.clone(),
                 listening_port,
+                rewinds: self.rewinds.clone(),
             },
         );
         let (stop, stop_rx) = watch::channel(false);
@@ -141,10 +147,21 @@ impl Replication {
     /// and at promotion. Returns the new epoch and the LSN it starts at.
     pub async fn begin_primary_epoch(&self) -> anyhow::Result<(u64, Lsn)> {
         let engine = self.store.engine();
-        let (epoch, start, end) = engine.begin_epoch()?;
+        // Above any epoch a standby showed us, so a deposed node promoted
+        // again by the operator really is the newest.
+        let floor = self.hub.fenced_by().unwrap_or(0);
+        let (epoch, start, end) = engine.begin_epoch_above(floor)?;
         engine.wait_durable(end).await?;
+        self.hub.clear_fence();
         self.promotions.fetch_add(1, Ordering::Relaxed);
         Ok((epoch, start))
+    }
+
+    /// The newer epoch this primary learned of, if it was deposed; writes
+    /// are refused while it is set.
+    pub fn fenced_by(&self) -> Option<u64> {
+        // The atomic first: this runs on every write.
+        self.hub.fenced_by().filter(|_| !self.is_standby())
     }
 
     /// `REPLICAOF NO ONE`: stops replicating and takes writes in a new epoch.

@@ -15,6 +15,7 @@
 //! - `WALSHIP QUORUMGET <key>`: a quorum read on a primary (see [`crate::quorum`]).
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use walship_replication::SynchronousCommit;
 
@@ -146,7 +147,9 @@ pub fn wait(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let (host, port) = (args.get(1), args.get(2));
     if host.eq_ignore_ascii_case(b"no") && port.eq_ignore_ascii_case(b"one") {
-        if !ctx.shared.replication.is_standby() {
+        // A deposed primary (fenced) is promoted again by the operator: it
+        // takes a new epoch above the one that deposed it.
+        if !ctx.shared.replication.is_standby() && ctx.shared.replication.fenced_by().is_none() {
             ctx.out.simple("OK Already a primary");
             return Ok(());
         }
@@ -330,6 +333,30 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
         &format!("{:016x}", engine.cluster_id()),
     );
     f("walship_epoch", &engine.epoch());
+    f(
+        "walship_epoch_start_lsn",
+        &engine
+            .epoch_history()
+            .entries()
+            .last()
+            .map_or(0, |e| e.start_lsn),
+    );
+    let fenced = shared.replication.fenced_by();
+    f("walship_fenced", &u8::from(fenced.is_some()));
+    if let Some(epoch) = fenced {
+        f("walship_fenced_by_epoch", &epoch);
+    }
+    let rw = &shared.replication.rewinds;
+    f("walship_rewinds", &rw.rewinds.load(Ordering::Relaxed));
+    f(
+        "walship_rewound_records",
+        &rw.records.load(Ordering::Relaxed),
+    );
+    f("walship_rewound_bytes", &rw.bytes.load(Ordering::Relaxed));
+    f(
+        "walship_last_rewind_lsn",
+        &rw.last_fork_lsn.load(Ordering::Relaxed),
+    );
     f("walship_flushed_lsn", &engine.flushed_lsn());
     f("walship_consistent", &u8::from(engine.is_consistent()));
     f(
