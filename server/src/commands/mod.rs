@@ -351,6 +351,13 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
         Err(CmdError::msg(
             "READONLY You can't write against a read only replica.",
         ))
+    } else if let Some(epoch) = (spec.flags & WRITE != 0)
+        .then(|| ctx.shared.replication.fenced_by())
+        .flatten()
+    {
+        Err(CmdError::msg(format!(
+            "READONLY This node was the primary, but a standby showed it epoch {epoch}, newer than its own: another node was promoted. Re-point it with REPLICAOF host port."
+        )))
     } else if spec.flags & (READONLY | WRITE) != 0 && !ctx.shared.store.is_consistent() {
         Err(CmdError::msg(
             "LOADING walship is replaying a base backup and is not consistent yet",
