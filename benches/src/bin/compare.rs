@@ -1256,7 +1256,7 @@ fn kill_and_recover(
         "secs_to_ping": secs,
         "engine_recovery_ms": ms,
         "records_replayed": records,
-        "replay_mb_per_s": ms.map(|ms| if ms > 0 { replay as f64 / 1e6 / (ms as f64 / 1000.0) } else { f64::NAN }),
+        "replay_mb_per_s": ms.filter(|&ms| ms > 0 && replay > 0).map(|ms| replay as f64 / 1e6 / (ms as f64 / 1000.0)),
     }))
 }
 
@@ -1694,6 +1694,10 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     }
 }
 
+fn ok_section<'a>(other: &'a BTreeMap<&str, Value>, k: &str) -> Option<&'a Value> {
+    other.get(k).filter(|v| v.get("error").is_none())
+}
+
 fn report(
     o: &Opts,
     meta: &Value,
@@ -1800,7 +1804,7 @@ fn report(
             ),
         ));
     }
-    if let Some(g) = other.get("get") {
+    if let Some(g) = ok_section(other, "get") {
         let _ = writeln!(md, "## GET on a standby beside a Redis replica\n\nredis-benchmark `-t get -c 32 -d 100 -r 100000` after loading 100,000 keys through the primary.\n\n| target | req/s | p50 ms | p99 ms | runs (req/s) |\n|---|---:|---:|---:|---|");
         let rows = g["rows"].as_array().cloned().unwrap_or_default();
         let by = |k: &str| {
@@ -1858,7 +1862,7 @@ fn report(
             ),
         ));
     }
-    if let Some(r) = other.get("recovery") {
+    if let Some(r) = ok_section(other, "recovery") {
         let _ = writeln!(md, "## Recovery after SIGKILL\n\n`kill -9`, then the time from starting the process until it answers PING (it opens its port only after recovery), the engine's own recovery time from its log, and WAL replayed per second. {}.\n\n| case | WAL to replay | keys | to PING s | engine recovery ms | replay MB/s | consistent |\n|---|---:|---:|---:|---:|---:|---|", r["note"].as_str().unwrap_or(""));
         let rows = r["rows"].as_array().cloned().unwrap_or_default();
         for x in &rows {
@@ -1894,7 +1898,7 @@ fn report(
             ),
         ));
     }
-    if let Some(c) = other.get("catchup") {
+    if let Some(c) = ok_section(other, "catchup") {
         let cu = &c["catchup"];
         let _ = writeln!(md, "## Standby catch-up and base backup over loopback\n\n| what | bytes | seconds | MB/s |\n|---|---:|---:|---:|");
         let _ = writeln!(
@@ -1917,7 +1921,7 @@ fn report(
         }
         md.push('\n');
     }
-    if let Some(m) = other.get("memory") {
+    if let Some(m) = ok_section(other, "memory") {
         let wk = m["walship_rss_per_key"].as_f64().unwrap_or(f64::NAN);
         let ru = m["redis_used_memory_per_key"].as_f64().unwrap_or(f64::NAN);
         let rr = m["redis_rss_per_key"].as_f64().unwrap_or(f64::NAN);
@@ -1931,6 +1935,15 @@ fn report(
             f0(rr),
             ratio(wk, Some(rr))
         );
+    }
+    for (k, v) in other {
+        if let Some(e) = v.get("error") {
+            let _ = writeln!(
+                md,
+                "## {k}: failed\n\n```text\n{}\n```\n",
+                e.as_str().unwrap_or("")
+            );
+        }
     }
     let mut j = json!({ "meta": meta, "limits": limits });
     if let Some(set) = set {
