@@ -2,9 +2,17 @@
 //!
 //! It is the whole state: walship keeps every key in memory and the WAL
 //! plus checkpoints on disk. Only the engine's single writer mutates it.
+//!
+//! Keys are ordered bytewise (as `[u8]` orders), but each map key carries
+//! its first 16 bytes as two big-endian integers next to the pointer, so a
+//! tree descent compares integers inside the node instead of calling
+//! `memcmp` on a separate allocation per step (a profile of replay had
+//! `memcmp` at 23 %): most keys differ within 16 bytes.
 
 use crate::wal::record::{BatchOp, Mutation};
 use bytes::Bytes;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{btree_map, BTreeMap};
 use std::ops::Bound;
 
@@ -17,10 +25,132 @@ pub struct Entry {
     pub lsn: u64,
 }
 
+/// The first 16 bytes of `key`, zero-padded, as two big-endian integers:
+/// comparing them compares those bytes as `[u8]` does.
+#[inline]
+fn prefix(key: &[u8]) -> (u64, u64) {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    (
+        u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+        u64::from_be_bytes(b[8..].try_into().expect("8 bytes")),
+    )
+}
+
+/// Bytewise comparison given both keys' prefixes. Equal prefixes leave the
+/// bytes after the 16th, then the lengths (a shorter key padded with zeros
+/// has the same prefix as a longer one ending in zeros).
+#[inline]
+fn compare(a: (u64, u64), a_key: &[u8], b: (u64, u64), b_key: &[u8]) -> Ordering {
+    a.cmp(&b).then_with(|| {
+        if a_key.len() <= 16 && b_key.len() <= 16 {
+            a_key.len().cmp(&b_key.len())
+        } else {
+            a_key[a_key.len().min(16)..].cmp(&b_key[b_key.len().min(16)..])
+        }
+    })
+}
+
+/// A key as the map holds it: the bytes and their 16-byte prefix.
+#[derive(Debug, Clone)]
+struct Key {
+    hi: u64,
+    lo: u64,
+    bytes: Bytes,
+}
+
+impl Key {
+    fn new(bytes: Bytes) -> Key {
+        let (hi, lo) = prefix(&bytes);
+        Key { hi, lo, bytes }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    #[inline]
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare(
+            (self.hi, self.lo),
+            &self.bytes,
+            (other.hi, other.lo),
+            &other.bytes,
+        )
+    }
+}
+
+/// What lookups by borrowed bytes compare against: a [`Key`] or a [`Probe`].
+trait KeyView {
+    fn parts(&self) -> ((u64, u64), &[u8]);
+}
+
+impl KeyView for Key {
+    fn parts(&self) -> ((u64, u64), &[u8]) {
+        ((self.hi, self.lo), &self.bytes)
+    }
+}
+
+/// A lookup key borrowed from the caller, with its prefix computed once.
+struct Probe<'a> {
+    prefix: (u64, u64),
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Probe {
+            prefix: prefix(bytes),
+            bytes,
+        }
+    }
+}
+
+impl KeyView for Probe<'_> {
+    fn parts(&self) -> ((u64, u64), &[u8]) {
+        (self.prefix, self.bytes)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for dyn KeyView + '_ {}
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, ak) = self.parts();
+        let (b, bk) = other.parts();
+        compare(a, ak, b, bk)
+    }
+}
+
 /// The in-memory table.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    map: BTreeMap<Bytes, Entry>,
+    map: BTreeMap<Key, Entry>,
     /// Sum of key and value lengths.
     data_bytes: u64,
 }
@@ -33,17 +163,17 @@ impl Memtable {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.map.get(key).map(|e| &e.value)
+        self.entry(key).map(|e| &e.value)
     }
 
     /// The entry of `key`, with its LSN.
     pub fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.map.get(key)
+        self.map.get(&Probe::new(key) as &dyn KeyView)
     }
 
     /// Whether `key` exists.
     pub fn contains_key(&self, key: &[u8]) -> bool {
-        self.map.contains_key(key)
+        self.map.contains_key(&Probe::new(key) as &dyn KeyView)
     }
 
     /// Number of keys.
@@ -67,20 +197,23 @@ impl Memtable {
         after: Option<&[u8]>,
         limit: usize,
     ) -> impl Iterator<Item = (&Bytes, &Entry)> {
-        let lower: Bound<&[u8]> = match after {
-            Some(k) => Bound::Excluded(k),
+        let probe = after.map(Probe::new);
+        let lower: Bound<&dyn KeyView> = match &probe {
+            Some(p) => Bound::Excluded(p),
             None => Bound::Unbounded,
         };
         self.map
-            .range::<[u8], _>((lower, Bound::Unbounded))
+            .range::<dyn KeyView, _>((lower, Bound::Unbounded))
             .take(limit)
+            .map(|(k, e)| (&k.bytes, e))
     }
 
     /// Inserts an entry as a checkpoint holds it (key and value already owned).
     pub(crate) fn insert_entry(&mut self, key: Bytes, entry: Entry) {
         let added = (key.len() + entry.value.len()) as u64;
-        if let Some(old) = self.map.insert(key.clone(), entry) {
-            self.data_bytes -= (key.len() + old.value.len()) as u64;
+        let klen = key.len() as u64;
+        if let Some(old) = self.map.insert(Key::new(key), entry) {
+            self.data_bytes -= klen + old.value.len() as u64;
         }
         self.data_bytes += added;
     }
@@ -90,24 +223,33 @@ impl Memtable {
         // arrive as slices of something larger (a mapped WAL segment during
         // recovery, a network buffer on a standby), which the memtable would
         // otherwise keep alive for as long as the key lives.
-        let value = Bytes::copy_from_slice(value);
+        self.put_owned(
+            Bytes::copy_from_slice(key),
+            Bytes::copy_from_slice(value),
+            lsn,
+        );
+    }
+
+    /// Stores `key` and `value` as they are: each must be an allocation of its own.
+    fn put_owned(&mut self, key: Bytes, value: Bytes, lsn: u64) {
         let value_len = value.len() as u64;
+        let key_len = key.len() as u64;
         // One descent of the tree: a new key is the common case in replay.
-        match self.map.entry(Bytes::copy_from_slice(key)) {
+        match self.map.entry(Key::new(key)) {
             btree_map::Entry::Occupied(mut e) => {
                 self.data_bytes = self.data_bytes - e.get().value.len() as u64 + value_len;
                 *e.get_mut() = Entry { value, lsn };
             }
             btree_map::Entry::Vacant(e) => {
-                self.data_bytes += key.len() as u64 + value_len;
+                self.data_bytes += key_len + value_len;
                 e.insert(Entry { value, lsn });
             }
         }
     }
 
     fn delete(&mut self, key: &[u8]) {
-        if let Some((k, old)) = self.map.remove_entry(key) {
-            self.data_bytes -= (k.len() + old.value.len()) as u64;
+        if let Some((k, old)) = self.map.remove_entry(&Probe::new(key) as &dyn KeyView) {
+            self.data_bytes -= (k.bytes.len() + old.value.len()) as u64;
         }
     }
 
@@ -125,12 +267,34 @@ impl Memtable {
                     }
                 }
             }
-            Mutation::Clear => {
-                self.map.clear();
-                self.data_bytes = 0;
-            }
+            Mutation::Clear => self.clear(),
             Mutation::EpochChange { .. } => {}
         }
+    }
+
+    /// [`Memtable::apply`] keeping the mutation's keys and values without
+    /// copying them: each must be an allocation of its own, as
+    /// [`Mutation::decode_owned`] makes them (recovery does).
+    pub fn apply_owned(&mut self, lsn: u64, m: Mutation) {
+        match m {
+            Mutation::Put { key, value } => self.put_owned(key, value, lsn),
+            Mutation::Delete { key } => self.delete(&key),
+            Mutation::Batch(ops) => {
+                for op in ops {
+                    match op {
+                        BatchOp::Put { key, value } => self.put_owned(key, value, lsn),
+                        BatchOp::Delete { key } => self.delete(&key),
+                    }
+                }
+            }
+            Mutation::Clear => self.clear(),
+            Mutation::EpochChange { .. } => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.data_bytes = 0;
     }
 }
 
@@ -174,5 +338,81 @@ mod tests {
         t.apply(30, &Mutation::Clear);
         assert!(t.is_empty());
         assert_eq!(t.data_bytes(), 0);
+    }
+
+    #[test]
+    fn key_order_is_bytewise() {
+        let samples: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"a\0",
+            b"a\0\0\x01",
+            b"ab",
+            b"abc",
+            b"0123456789abcdef",
+            b"0123456789abcdef\0",
+            b"0123456789abcdeg",
+            b"0123456789abcdef0",
+            b"0123456789abcdef00",
+            b"0123456789abcdef1",
+            b"0123456789abcde",
+            b"0123456789abcde\xff\xff",
+            b"\xff",
+            b"\xff\0",
+            b"key:00000001",
+            b"key:00000002",
+            b"key:000000010",
+        ];
+        for a in &samples {
+            for b in &samples {
+                let (ka, kb) = (
+                    Key::new(Bytes::copy_from_slice(a)),
+                    Key::new(Bytes::copy_from_slice(b)),
+                );
+                assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
+                let (pa, pb) = (Probe::new(a), Probe::new(b));
+                assert_eq!((&pa as &dyn KeyView).cmp(&kb as &dyn KeyView), a.cmp(b));
+                assert_eq!((&ka as &dyn KeyView).cmp(&pb as &dyn KeyView), a.cmp(b));
+            }
+        }
+        let mut t = Memtable::new();
+        for (i, k) in samples.iter().enumerate() {
+            t.apply(
+                i as u64,
+                &Mutation::Put {
+                    key: Bytes::copy_from_slice(k),
+                    value: "v".into(),
+                },
+            );
+        }
+        let mut sorted = samples.clone();
+        sorted.sort();
+        sorted.dedup();
+        let got: Vec<_> = t.range_after(None, 100).map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            got,
+            sorted
+                .iter()
+                .map(|k| Bytes::copy_from_slice(k))
+                .collect::<Vec<_>>()
+        );
+        for k in &sorted {
+            assert!(t.contains_key(k));
+            let after: Vec<_> = t
+                .range_after(Some(k), 100)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert!(after.iter().all(|a| a.as_ref() > *k));
+            assert_eq!(after.len(), sorted.iter().filter(|s| *s > k).count());
+        }
+        t.apply(
+            99,
+            &Mutation::Delete {
+                key: Bytes::from_static(b"a\0"),
+            },
+        );
+        assert!(!t.contains_key(b"a\0") && t.contains_key(b"a"));
     }
 }

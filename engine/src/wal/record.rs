@@ -13,7 +13,7 @@
 //! it was written at: stale bytes from an older life of a file never pass as
 //! current records. An all-zero header marks the end of the log.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 
 /// Bytes of a record header.
 pub const RECORD_HEADER_BYTES: usize = 12;
@@ -188,62 +188,78 @@ impl Mutation {
 
     /// Decodes a payload of the given type. `payload` must be the exact payload
     /// of a record whose CRC was verified; malformed contents are still
-    /// reported, never trusted.
+    /// reported, never trusted. Keys and values are slices of `payload`.
     pub fn decode(rtype: RecordType, payload: &Bytes) -> Result<Mutation, DecodeError> {
-        let mut p = payload.clone();
+        Self::decode_with(rtype, payload, |s| payload.slice_ref(s))
+    }
+
+    /// [`Mutation::decode`] into keys and values copied into allocations of
+    /// their own, so the result keeps nothing of `payload` alive (recovery
+    /// decodes straight from a mapped segment this way).
+    pub fn decode_owned(rtype: RecordType, payload: &[u8]) -> Result<Mutation, DecodeError> {
+        Self::decode_with(rtype, payload, Bytes::copy_from_slice)
+    }
+
+    fn decode_with<'a>(
+        rtype: RecordType,
+        payload: &'a [u8],
+        mut bytes: impl FnMut(&'a [u8]) -> Bytes,
+    ) -> Result<Mutation, DecodeError> {
+        let mut p = payload;
         let m = match rtype {
             RecordType::Put => {
                 let klen = take_u32(&mut p)? as usize;
-                let key = take_bytes(&mut p, klen)?;
+                let key = bytes(take_bytes(&mut p, klen)?);
                 Mutation::Put {
                     key,
-                    value: p.split_off(0),
+                    value: bytes(p),
                 }
             }
-            RecordType::Delete => Mutation::Delete {
-                key: p.split_off(0),
-            },
+            RecordType::Delete => Mutation::Delete { key: bytes(p) },
             RecordType::Batch => {
                 let n = take_u32(&mut p)? as usize;
                 // Each op needs at least 5 bytes: bound the allocation by the payload.
-                if n > p.remaining() / 5 {
+                if n > p.len() / 5 {
                     return Err(DecodeError("batch count larger than its payload"));
                 }
                 let mut ops = Vec::with_capacity(n);
                 for _ in 0..n {
-                    if !p.has_remaining() {
+                    let Some((&kind, rest)) = p.split_first() else {
                         return Err(DecodeError("batch truncated"));
-                    }
-                    let kind = p.get_u8();
+                    };
+                    p = rest;
                     let klen = take_u32(&mut p)? as usize;
                     let key = take_bytes(&mut p, klen)?;
                     match kind {
                         1 => {
                             let vlen = take_u32(&mut p)? as usize;
                             let value = take_bytes(&mut p, vlen)?;
-                            ops.push(BatchOp::Put { key, value });
+                            ops.push(BatchOp::Put {
+                                key: bytes(key),
+                                value: bytes(value),
+                            });
                         }
-                        2 => ops.push(BatchOp::Delete { key }),
+                        2 => ops.push(BatchOp::Delete { key: bytes(key) }),
                         _ => return Err(DecodeError("unknown batch operation")),
                     }
                 }
-                if p.has_remaining() {
+                if !p.is_empty() {
                     return Err(DecodeError("trailing bytes after batch"));
                 }
                 Mutation::Batch(ops)
             }
             RecordType::Clear => {
-                if p.has_remaining() {
+                if !p.is_empty() {
                     return Err(DecodeError("clear record with a payload"));
                 }
                 Mutation::Clear
             }
             RecordType::EpochChange => {
-                if p.remaining() != 8 {
+                let Ok(epoch) = <[u8; 8]>::try_from(p) else {
                     return Err(DecodeError("epoch record of wrong size"));
-                }
+                };
                 Mutation::EpochChange {
-                    epoch: p.get_u64_le(),
+                    epoch: u64::from_le_bytes(epoch),
                 }
             }
         };
@@ -256,18 +272,21 @@ impl Mutation {
 #[error("malformed record payload: {0}")]
 pub struct DecodeError(pub &'static str);
 
-fn take_u32(p: &mut Bytes) -> Result<u32, DecodeError> {
-    if p.remaining() < 4 {
+fn take_u32(p: &mut &[u8]) -> Result<u32, DecodeError> {
+    let Some((n, rest)) = p.split_first_chunk::<4>() else {
         return Err(DecodeError("truncated length field"));
-    }
-    Ok(p.get_u32_le())
+    };
+    *p = rest;
+    Ok(u32::from_le_bytes(*n))
 }
 
-fn take_bytes(p: &mut Bytes, n: usize) -> Result<Bytes, DecodeError> {
-    if p.remaining() < n {
+fn take_bytes<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    if p.len() < n {
         return Err(DecodeError("length field past end of payload"));
     }
-    Ok(p.split_to(n))
+    let (head, rest) = p.split_at(n);
+    *p = rest;
+    Ok(head)
 }
 
 /// CRC of a record at `lsn`: the LSN, header bytes 8..12, and the payload.
@@ -301,33 +320,71 @@ pub enum Parsed {
 
 /// Parses the record at the start of `buf`, which begins at `lsn`.
 pub fn parse(lsn: u64, buf: &Bytes) -> Parsed {
+    match parse_slice(lsn, buf) {
+        ParsedSlice::Record {
+            rtype,
+            payload,
+            len,
+        } => Parsed::Record {
+            rtype,
+            payload: buf.slice_ref(payload),
+            len,
+        },
+        ParsedSlice::End => Parsed::End,
+        ParsedSlice::Incomplete => Parsed::Incomplete,
+        ParsedSlice::Corrupt(r) => Parsed::Corrupt(r),
+    }
+}
+
+/// [`Parsed`] with the payload borrowed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParsedSlice<'a> {
+    /// A valid record: its type, payload, and total length (header included).
+    Record {
+        /// The record type.
+        rtype: RecordType,
+        /// The payload bytes.
+        payload: &'a [u8],
+        /// Header plus payload.
+        len: usize,
+    },
+    /// All-zero header: the end of the log.
+    End,
+    /// Fewer bytes than the header or the declared payload: the record is incomplete.
+    Incomplete,
+    /// Header or CRC invalid.
+    Corrupt(&'static str),
+}
+
+/// [`parse`] over borrowed bytes.
+pub fn parse_slice(lsn: u64, buf: &[u8]) -> ParsedSlice<'_> {
     if buf.len() < RECORD_HEADER_BYTES {
-        return Parsed::Incomplete;
+        return ParsedSlice::Incomplete;
     }
     let header = &buf[..RECORD_HEADER_BYTES];
     if header.iter().all(|&b| b == 0) {
-        return Parsed::End;
+        return ParsedSlice::End;
     }
     let payload_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     let Some(rtype) = RecordType::from_u8(header[8]) else {
-        return Parsed::Corrupt("unknown record type");
+        return ParsedSlice::Corrupt("unknown record type");
     };
     if header[9..12] != [0, 0, 0] {
-        return Parsed::Corrupt("reserved header bytes are not zero");
+        return ParsedSlice::Corrupt("reserved header bytes are not zero");
     }
     if payload_len > RECORD_PAYLOAD_MAX_BYTES {
-        return Parsed::Corrupt("record length over the limit");
+        return ParsedSlice::Corrupt("record length over the limit");
     }
     let len = RECORD_HEADER_BYTES + payload_len as usize;
     if buf.len() < len {
-        return Parsed::Incomplete;
+        return ParsedSlice::Incomplete;
     }
-    let payload = buf.slice(RECORD_HEADER_BYTES..len);
-    if record_crc(lsn, &header[8..12], &payload) != crc {
-        return Parsed::Corrupt("CRC mismatch");
+    let payload = &buf[RECORD_HEADER_BYTES..len];
+    if record_crc(lsn, &header[8..12], payload) != crc {
+        return ParsedSlice::Corrupt("CRC mismatch");
     }
-    Parsed::Record {
+    ParsedSlice::Record {
         rtype,
         payload,
         len,
@@ -352,6 +409,7 @@ mod tests {
             } => {
                 assert_eq!(len, n);
                 assert_eq!(Mutation::decode(rtype, &payload).unwrap(), m);
+                assert_eq!(Mutation::decode_owned(rtype, &payload).unwrap(), m);
             }
             other => panic!("expected a record, got {other:?}"),
         }
@@ -411,6 +469,9 @@ mod tests {
 
         #[test]
         fn batch_payload_garbage_is_an_error_not_a_panic(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+            for t in [RecordType::Batch, RecordType::Put, RecordType::EpochChange, RecordType::Clear] {
+                prop_assert_eq!(Mutation::decode(t, &Bytes::from(data.clone())), Mutation::decode_owned(t, &data));
+            }
             let _ = Mutation::decode(RecordType::Batch, &Bytes::from(data.clone()));
             let _ = Mutation::decode(RecordType::Put, &Bytes::from(data));
         }

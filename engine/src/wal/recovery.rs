@@ -15,7 +15,9 @@
 //! A record is valid only at its own LSN (the CRC covers it), so a "valid
 //! record after the damage" cannot be a stale leftover.
 
-use super::record::{self, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
+use super::record::{
+    self, Mutation, Parsed, ParsedSlice, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
+};
 use super::segment::{self, HeaderProblem, SegmentHeader, PREPARED_SUFFIX};
 use super::Segment;
 use crate::error::EngineError;
@@ -121,7 +123,7 @@ impl Stream {
             let off0 = m.seg.file_offset(begin) as usize;
             let data = &m.map[off0..m.seg.file_offset(m.seg.end_lsn()) as usize];
             let mut i = 0;
-            while let Some(nz) = data[i..].iter().position(|&b| b != 0) {
+            while let Some(nz) = first_nonzero(&data[i..]) {
                 let pos = i + nz;
                 let lsn = begin + pos as u64;
                 last_nonzero = Some(lsn);
@@ -137,6 +139,124 @@ impl Stream {
         }
         (None, last_nonzero)
     }
+}
+
+/// Records handed from the parsing thread to the applying one at a time.
+const REPLAY_BATCH_RECORDS: usize = 256;
+/// Batches parsed ahead of the applier.
+const REPLAY_BATCHES_AHEAD: usize = 16;
+
+/// Replays every valid record from `from`, returning the LSN of the first
+/// position that is not one (or the stream's end) and the records applied.
+///
+/// Two threads share the work: a `wal-replay` thread parses, checks CRCs and
+/// decodes records into keys and values of their own, and the calling
+/// thread applies them in order (the memtable insert is the other half of
+/// the cost). Which records are applied, and in which order, is exactly what
+/// a single loop would do; what the first invalid position means is left to
+/// the caller.
+fn replay(
+    stream: &Stream,
+    from: u64,
+    apply: &mut dyn FnMut(u64, Mutation) -> Result<(), EngineError>,
+) -> Result<(u64, u64), EngineError> {
+    type Batch = Vec<(u64, Mutation)>;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
+        let parser = std::thread::Builder::new()
+            .name("wal-replay".into())
+            .spawn_scoped(scope, move || -> Result<u64, EngineError> {
+                let mut lsn = from;
+                let mut batch = Batch::with_capacity(REPLAY_BATCH_RECORDS);
+                let mut part = 0usize;
+                while lsn < stream.end() {
+                    // Fast path: the record lies in the current mapped segment.
+                    while stream.parts[part].seg.end_lsn() <= lsn {
+                        part += 1;
+                    }
+                    let m = &stream.parts[part];
+                    let off = m.seg.file_offset(lsn) as usize;
+                    let end_off = m.seg.file_offset(m.seg.end_lsn()) as usize;
+                    let decoded = match record::parse_slice(lsn, &m.map[off..end_off]) {
+                        ParsedSlice::Record {
+                            rtype,
+                            payload,
+                            len,
+                        } => Some((Mutation::decode_owned(rtype, payload), len)),
+                        // Across a segment boundary, or not a record: the
+                        // general parser decides.
+                        _ => match stream.parse(lsn) {
+                            Parsed::Record {
+                                rtype,
+                                payload,
+                                len,
+                            } => Some((Mutation::decode_owned(rtype, &payload), len)),
+                            _ => None,
+                        },
+                    };
+                    let Some((m, len)) = decoded else { break };
+                    let m = m.map_err(|e| EngineError::BadRecord {
+                        file: stream.parts[stream.part_index(lsn).expect("in stream")]
+                            .seg
+                            .path
+                            .clone(),
+                        lsn,
+                        reason: e.to_string(),
+                    })?;
+                    lsn += len as u64;
+                    batch.push((lsn, m));
+                    if batch.len() == REPLAY_BATCH_RECORDS {
+                        let full = std::mem::replace(
+                            &mut batch,
+                            Batch::with_capacity(REPLAY_BATCH_RECORDS),
+                        );
+                        if tx.send(full).is_err() {
+                            // The applier failed; its error is reported.
+                            return Ok(lsn);
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(batch);
+                }
+                Ok(lsn)
+            })
+            .expect("spawn the WAL replay thread");
+        let mut records = 0u64;
+        let mut applied = Ok(());
+        'batches: for batch in rx.iter() {
+            for (end, m) in batch {
+                if let Err(e) = apply(end, m) {
+                    applied = Err(e);
+                    break 'batches;
+                }
+                records += 1;
+            }
+        }
+        drop(rx);
+        let parsed = parser.join().expect("the WAL replay thread panicked");
+        applied?;
+        Ok((parsed?, records))
+    })
+}
+
+/// Index of the first non-zero byte. The tail of the last segment is
+/// megabytes of zeros that recovery must check, so whole 64-byte blocks are
+/// tested at once (the OR of a block vectorises); a byte-at-a-time scan of
+/// them was 6-10 % of replaying a 64 MiB WAL.
+fn first_nonzero(data: &[u8]) -> Option<usize> {
+    let mut blocks = data.chunks_exact(64);
+    let mut skipped = 0usize;
+    for block in &mut blocks {
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+            break;
+        }
+        skipped += 64;
+    }
+    data[skipped..]
+        .iter()
+        .position(|&b| b != 0)
+        .map(|p| skipped + p)
 }
 
 /// Opens every segment in `wal_dir`, validates the stream, and replays
@@ -270,36 +390,11 @@ pub(crate) fn recover(
         });
     }
 
-    let mut lsn = from_lsn;
-    let mut records = 0u64;
+    let (lsn, records) = replay(&stream, from_lsn, apply)?;
     let mut torn_bytes = 0u64;
-    loop {
-        if lsn == stream.end() {
-            break;
-        }
+    if lsn < stream.end() {
         let reason = match stream.parse(lsn) {
-            Parsed::Record {
-                rtype,
-                payload,
-                len,
-            } => {
-                let seg_path = || {
-                    stream.parts[stream.part_index(lsn).expect("in stream")]
-                        .seg
-                        .path
-                        .clone()
-                };
-                let m = Mutation::decode(rtype, &payload).map_err(|e| EngineError::BadRecord {
-                    file: seg_path(),
-                    lsn,
-                    reason: e.to_string(),
-                })?;
-                let end = lsn + len as u64;
-                apply(end, m)?;
-                records += 1;
-                lsn = end;
-                continue;
-            }
+            Parsed::Record { .. } => unreachable!("replay stops only where no record is"),
             Parsed::End => None,
             Parsed::Incomplete => Some("record cut short"),
             Parsed::Corrupt(r) => Some(r),
@@ -324,7 +419,6 @@ pub(crate) fn recover(
             );
             zero_range(&stream, lsn, last + 1)?;
         }
-        break;
     }
     Ok(RecoveredWal {
         segments,
@@ -350,4 +444,24 @@ fn zero_range(stream: &Stream, from: u64, to: u64) -> Result<(), EngineError> {
         at += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonzero;
+
+    #[test]
+    fn first_nonzero_finds_every_position() {
+        for len in [0usize, 1, 63, 64, 65, 200] {
+            assert_eq!(first_nonzero(&vec![0u8; len]), None);
+            for at in 0..len {
+                let mut v = vec![0u8; len];
+                v[at] = 7;
+                if at + 1 < len {
+                    v[len - 1] = 1;
+                }
+                assert_eq!(first_nonzero(&v), Some(at), "len {len} at {at}");
+            }
+        }
+    }
 }
