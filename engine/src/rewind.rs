@@ -134,14 +134,24 @@ pub fn truncate_to(
     data_dir: &Path,
     fork_lsn: Lsn,
 ) -> Result<(), EngineError> {
+    write_marker(storage, data_dir, fork_lsn)?;
+    finish_pending(storage, data_dir).map(|_| ())
+}
+
+/// Step one of [`truncate_to`]: records durably that the WAL is to be cut
+/// at `fork_lsn`. From here on the next open finishes the rewind.
+pub fn write_marker(
+    storage: &dyn Storage,
+    data_dir: &Path,
+    fork_lsn: Lsn,
+) -> Result<(), EngineError> {
     let mut marker = Vec::with_capacity(20);
     marker.extend_from_slice(&PENDING_MAGIC);
     marker.extend_from_slice(&fork_lsn.to_le_bytes());
     let crc = crc32fast::hash(&marker);
     marker.extend_from_slice(&crc.to_le_bytes());
     let path = data_dir.join(PENDING);
-    storage::write_file_atomic(storage, &path, &marker).map_err(io(&path))?;
-    finish_pending(storage, data_dir).map(|_| ())
+    storage::write_file_atomic(storage, &path, &marker).map_err(io(&path))
 }
 
 /// Finishes a rewind whose marker exists (run at every open). Returns the

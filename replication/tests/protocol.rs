@@ -46,6 +46,7 @@ fn examples() -> Vec<Message> {
             epoch: 3,
             flushed_lsn: 4096,
             name: "standby1".into(),
+            history: vec![(1, 0), (2, 0), (3, 1024)],
         },
         Message::Welcome {
             cluster_id: 0xdead_beef,
@@ -100,6 +101,10 @@ fn examples() -> Vec<Message> {
         },
         Message::Error {
             reason: "épique failure ✓".into(),
+        },
+        Message::Rewind {
+            epoch: 4,
+            fork_lsn: 2048,
         },
     ]
 }
@@ -243,7 +248,7 @@ fn flipped_bit_fails_the_crc() {
 
 #[test]
 fn unknown_type_is_refused() {
-    for ty in [0u8, 11, 255] {
+    for ty in [0u8, 12, 255] {
         let mut buf = frame(&[ty]);
         assert_eq!(decode_frame(&mut buf), Err(FrameError::UnknownType { ty }));
     }
@@ -417,6 +422,7 @@ fn encoding_an_overlong_name_is_a_caller_bug() {
         epoch: 0,
         flushed_lsn: 0,
         name: "x".repeat(STRING_MAX_BYTES as usize + 1),
+        history: Vec::new(),
     });
 }
 
@@ -449,17 +455,21 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            string_strategy()
+            string_strategy(),
+            history_strategy()
         )
-            .prop_map(|(proto_version, cluster_id, epoch, flushed_lsn, name)| {
-                Message::Hello {
-                    proto_version,
-                    cluster_id,
-                    epoch,
-                    flushed_lsn,
-                    name,
+            .prop_map(
+                |(proto_version, cluster_id, epoch, flushed_lsn, name, history)| {
+                    Message::Hello {
+                        proto_version,
+                        cluster_id,
+                        epoch,
+                        flushed_lsn,
+                        name,
+                        history,
+                    }
                 }
-            }),
+            ),
         (
             any::<u64>(),
             any::<u64>(),
@@ -539,7 +549,68 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             }
         ),
         string_strategy().prop_map(|reason| Message::Error { reason }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(epoch, fork_lsn)| Message::Rewind { epoch, fork_lsn }),
     ]
+}
+
+/// Valid epoch histories: epochs strictly ascending, start LSNs not descending.
+fn history_strategy() -> impl Strategy<Value = Vec<(u64, u64)>> {
+    proptest::collection::vec((1u64..1000, 0u64..1 << 20), 0..8).prop_map(|steps| {
+        let (mut epoch, mut lsn) = (0u64, 0u64);
+        steps
+            .into_iter()
+            .map(|(de, dl)| {
+                epoch += de;
+                lsn += dl;
+                (epoch, lsn)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn hello_histories_out_of_order_or_too_long_are_refused() {
+    let hello = |history: Vec<(u64, u64)>| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&PROTO_VERSION.to_le_bytes());
+        b.extend_from_slice(&[0u8; 24]);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.push(b'x');
+        b.extend_from_slice(&(history.len() as u32).to_le_bytes());
+        for (e, l) in history {
+            b.extend_from_slice(&e.to_le_bytes());
+            b.extend_from_slice(&l.to_le_bytes());
+        }
+        frame(&body(1, &b))
+    };
+    for bad in [
+        vec![(2, 0), (2, 5)],
+        vec![(3, 0), (2, 5)],
+        vec![(1, 9), (2, 5)],
+    ] {
+        let mut buf = hello(bad.clone());
+        assert!(
+            matches!(decode_frame(&mut buf), Err(FrameError::BadHistory { .. })),
+            "{bad:?}"
+        );
+    }
+    // A count far beyond the payload is refused before anything is allocated for it.
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&PROTO_VERSION.to_le_bytes());
+    payload.extend_from_slice(&[0u8; 24]);
+    payload.extend_from_slice(&0u32.to_le_bytes());
+    payload.extend_from_slice(&u32::MAX.to_le_bytes());
+    let mut buf = frame(&body(1, &payload));
+    assert!(matches!(
+        decode_frame(&mut buf),
+        Err(FrameError::BadHistory { .. })
+    ));
+    let mut ok = hello(vec![(1, 0), (2, 0), (5, 7)]);
+    assert!(matches!(
+        decode_frame(&mut ok),
+        Ok(Some(Message::Hello { .. }))
+    ));
 }
 
 proptest! {

@@ -343,7 +343,11 @@ pub mod frames {
         out
     }
 
-    /// A `Hello` payload.
+    /// The replication protocol version this build speaks.
+    pub const PROTO_VERSION: u32 = 2;
+
+    /// A `Hello` payload with an empty epoch history (the primary then
+    /// takes the Hello's epoch as the standby's newest).
     pub fn hello(
         proto_version: u32,
         cluster_id: u64,
@@ -358,6 +362,7 @@ pub mod frames {
         p.extend_from_slice(&flushed_lsn.to_le_bytes());
         p.extend_from_slice(&(name.len() as u32).to_le_bytes());
         p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&0u32.to_le_bytes());
         p
     }
 

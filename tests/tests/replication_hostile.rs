@@ -149,7 +149,7 @@ fn hostile_inputs(
     }));
     cases.push(("length zero", vec![0; 8]));
 
-    let hello = frames::hello(1, cluster_id, epoch, 0, "hostile");
+    let hello = frames::hello(frames::PROTO_VERSION, cluster_id, epoch, 0, "hostile");
     cases.push(("Hello with a bad CRC", {
         let mut b = frame(frames::HELLO, &hello);
         b[4] ^= 0xFF;
@@ -241,21 +241,22 @@ fn hostile_frames_change_nothing() {
     }
 
     // Well-formed Hellos the primary must refuse, saying why.
-    let refusals: [(&str, Vec<u8>, &str); 3] = [
+    let refusals: [(&str, Vec<u8>, &str); 2] = [
         (
             "another cluster",
-            frames::hello(1, cluster_id ^ 0x5A5A, epoch, 100, "stranger"),
+            frames::hello(
+                frames::PROTO_VERSION,
+                cluster_id ^ 0x5A5A,
+                epoch,
+                100,
+                "stranger",
+            ),
             "cluster",
         ),
         (
             "protocol version 99",
             frames::hello(99, cluster_id, epoch, 0, "future"),
             "version",
-        ),
-        (
-            "a newer epoch",
-            frames::hello(1, cluster_id, epoch + 10, end_before, "from-the-future"),
-            "epoch",
         ),
     ];
     for (what, hello, word) in refusals {
@@ -307,6 +308,59 @@ fn hostile_frames_change_nothing() {
         "{}",
         keyspace_diff(&on_standby, &on_primary)
     );
+}
+
+#[test]
+fn a_hello_from_a_newer_epoch_fences_the_primary_until_it_is_promoted_again() {
+    let primary = start_primary(&[]);
+    set(&primary, "before", "1");
+    let info_before = info(&primary);
+    let cluster_id =
+        u64::from_str_radix(info_before.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = info_before.num("walship_epoch");
+    let end = info_before.num("master_repl_offset");
+    let before = keyspace(&primary);
+
+    let mut con = open_stream(&primary);
+    con.send(&frame(
+        frames::HELLO,
+        &frames::hello(
+            frames::PROTO_VERSION,
+            cluster_id,
+            epoch + 10,
+            end,
+            "from-the-future",
+        ),
+    ))
+    .expect("sending Hello");
+    let answer = con
+        .read_until_closed()
+        .expect("the primary closes the stream");
+    let parsed = frames::parse(&answer);
+    let (kind, payload) = parsed.first().expect("a Refuse frame");
+    assert_eq!(*kind, frames::REFUSE, "{:?}", frames::reason(payload));
+    assert!(frames::reason(payload).contains("epoch"));
+
+    // Deposed: no write is taken, nothing changed, reads go on.
+    match primary.raw().command(&["SET", "after", "1"]) {
+        Reply::Error(e) => assert!(e.starts_with("READONLY"), "{e}"),
+        other => panic!("a fenced primary took a write: {other:?}"),
+    }
+    let fenced = info(&primary);
+    assert_eq!(fenced.num("walship_fenced"), 1, "{fenced:#?}");
+    assert_eq!(fenced.num("walship_fenced_by_epoch"), epoch + 10);
+    assert_eq!(fenced.num("master_repl_offset"), end);
+    assert!(keyspace(&primary) == before);
+
+    // The operator promotes it again: a new epoch above the one it heard of.
+    assert!(matches!(
+        primary.raw().command(&["REPLICAOF", "NO", "ONE"]),
+        Reply::Simple(s) if s.contains("promoted")
+    ));
+    let after = info(&primary);
+    assert_eq!(after.num("walship_fenced"), 0);
+    assert!(after.num("walship_epoch") > epoch + 10, "{after:#?}");
+    set(&primary, "after", "1");
 }
 
 /// Reads the standby's handshake command up to its last CRLF.
