@@ -264,6 +264,30 @@ impl TestServer {
         self.spawn_until_ready()
     }
 
+    /// Replaces [`ServerOptions::extra_args`] for the next
+    /// [`TestServer::restart`] (e.g. to drop `--simulate-power-loss`).
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.options.extra_args = args;
+    }
+
+    /// Waits for a child that is exiting on its own (`DEBUG POWERLOSS`,
+    /// `SHUTDOWN`) and reaps it: its exit status, or `None` if it is still
+    /// running after `timeout` (it is left running) or was not running.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok()?;
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A command line for a *second* `walship server` on this server's data
     /// dir, with fresh ports: for tests of the data-dir lock.
     pub fn second_instance_command(&self) -> Command {

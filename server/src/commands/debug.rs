@@ -9,7 +9,7 @@
 //! machine had lost power: no reply, no graceful shutdown. The next start,
 //! without the flag, recovers from what is on disk.
 
-use super::{help_reply, parse_int, unknown_subcommand, CmdError, CmdResult, Ctx};
+use super::{help_reply, unknown_subcommand, CmdError, CmdResult, Ctx};
 use crate::resp::Args;
 
 /// Exit status after `DEBUG POWERLOSS` (what a `SIGKILL`ed process reports).
@@ -34,7 +34,12 @@ pub fn debug(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     }
     let tear_seed = match args.len() {
         2 => None,
-        3 => Some(parse_int(args.get(2))? as u64),
+        3 => Some(
+            std::str::from_utf8(args.get(2))
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or(CmdError::NotInteger)?,
+        ),
         _ => return Err(CmdError::Syntax),
     };
     if !ctx.shared.store.simulates_power_loss() {
