@@ -831,7 +831,9 @@ fn load(
 // ---------------------------------------------------------------------------
 // Machine limits: fsync rate, loopback round trip.
 
-fn fsync_probe(dir: &Path, secs: f64) -> Result<Value> {
+/// `append`: 128-byte appends to a growing file (as an AOF grows), else
+/// 4 KiB overwrites inside a preallocated file (as a WAL segment is written).
+fn fsync_probe(dir: &Path, secs: f64, append: bool) -> Result<Value> {
     let path = dir.join("fsync-probe");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -839,9 +841,11 @@ fn fsync_probe(dir: &Path, secs: f64) -> Result<Value> {
         .read(true)
         .write(true)
         .open(&path)?;
-    let block = vec![7u8; 4096];
-    for i in 0..256u64 {
-        f.write_at(&block, i * 4096)?;
+    let block = vec![7u8; if append { 128 } else { 4096 }];
+    if !append {
+        for i in 0..256u64 {
+            f.write_at(&block, i * 4096)?;
+        }
     }
     f.sync_all()?;
     let mut lat = Vec::new();
@@ -849,7 +853,11 @@ fn fsync_probe(dir: &Path, secs: f64) -> Result<Value> {
     let mut i = 0u64;
     while t0.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
-        f.write_at(&block, (i % 256) * 4096)?;
+        if append {
+            f.write_at(&block, i * 128)?;
+        } else {
+            f.write_at(&block, (i % 256) * 4096)?;
+        }
         f.sync_data()?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         i += 1;
@@ -897,17 +905,23 @@ fn loopback_rtt(n: usize) -> Result<Value> {
 }
 
 fn machine_limits(env: &Env, when: &str) -> Result<Value> {
-    let fs = fsync_probe(&env.tmp, if env.o.quick { 1.0 } else { 3.0 })?;
+    let secs = if env.o.quick { 1.0 } else { 3.0 };
+    let fs = fsync_probe(&env.tmp, secs, false)?;
+    let fa = fsync_probe(&env.tmp, secs, true)?;
     let rtt = loopback_rtt(20_000)?;
     eprintln!(
-        "[limits {when}] fdatasync {} /s (p50 {} µs, p99 {} µs); loopback round trip p50 {} µs; load {}",
+        "[limits {when}] fdatasync after 4 KiB overwrite {} /s (p50 {} µs, p99 {} µs), after 128 B append {} /s (p50 {} µs); loopback round trip p50 {} µs; load {}",
         fs["ops_per_s"],
         fs["p50_us"],
         fs["p99_us"],
+        fa["ops_per_s"],
+        fa["p50_us"],
         rtt["p50_us"],
         loadavg()
     );
-    Ok(json!({ "fdatasync_4k": fs, "loopback_rtt": rtt, "loadavg": loadavg() }))
+    Ok(
+        json!({ "fdatasync_4k": fs, "fdatasync_append": fa, "loopback_rtt": rtt, "loadavg": loadavg() }),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -1721,15 +1735,20 @@ fn report(
         o.secs
     );
     if !limits.is_empty() {
-        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB pwrite+fdatasync /s | p50 µs | p99 µs | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB overwrite + fdatasync /s | p50 µs | p99 µs | 128 B append + fdatasync /s | p50 µs | p99 µs | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for (i, l) in limits.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if i == 0 { "start" } else { "end" },
                 f0(l["fdatasync_4k"]["ops_per_s"].as_f64().unwrap_or(f64::NAN)),
                 l["fdatasync_4k"]["p50_us"],
                 l["fdatasync_4k"]["p99_us"],
+                f0(l["fdatasync_append"]["ops_per_s"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)),
+                l["fdatasync_append"]["p50_us"],
+                l["fdatasync_append"]["p99_us"],
                 l["loopback_rtt"]["p50_us"],
                 l["loopback_rtt"]["p99_us"],
                 l["loadavg"].as_str().unwrap_or("")
@@ -2043,6 +2062,12 @@ fn run(o: Opts) -> Result<()> {
         "sections": o.only.iter().cloned().collect::<Vec<_>>(),
         "load_start": loadavg(),
     });
+    // Run one binary throughout, even if someone rebuilds target/release
+    // while this runs.
+    let mut o = o;
+    let bin = tmp.join("walship");
+    std::fs::copy(&o.walship, &bin).with_context(|| format!("copying {}", o.walship.display()))?;
+    o.walship = bin;
     let env = Env { o, tmp };
     eprintln!(
         "compare: temporary data under {}; load average {}",
