@@ -983,6 +983,8 @@ const PG_REF: &str = "pg-on";
 struct SetResults {
     targets: Vec<(&'static str, &'static str)>,
     runs: BTreeMap<(String, String), Vec<Cell>>,
+    /// fdatasync p50 (µs) measured just before each repetition of a workload.
+    disk: BTreeMap<String, Vec<f64>>,
 }
 
 impl SetResults {
@@ -1080,10 +1082,16 @@ fn section_set(env: &Env) -> Result<SetResults> {
     let mut res = SetResults {
         targets: targets.iter().map(|t| (t.key, t.label)).collect(),
         runs: BTreeMap::new(),
+        disk: BTreeMap::new(),
     };
     let mut n_for: HashMap<(String, String), u64> = HashMap::new();
     for rep in 0..o.reps {
         for w in &WORKLOADS {
+            let d = fsync_probe(&env.tmp, 0.5, false)?;
+            res.disk
+                .entry(w.key.to_string())
+                .or_default()
+                .push(d["p50_us"].as_f64().unwrap_or(f64::NAN));
             // Rotate the order each repetition so no target always goes first.
             let k = targets.len();
             for j in 0..k {
@@ -1785,6 +1793,13 @@ fn report(
                     ratio(c.rps, pref)
                 );
             }
+            if let Some(d) = set.disk.get(w.key) {
+                let _ = writeln!(
+                    md,
+                    "\n4 KiB overwrite + fdatasync p50 just before each repetition: {} µs.",
+                    d.iter().map(|v| f0(*v)).collect::<Vec<_>>().join(" / ")
+                );
+            }
             md.push('\n');
         }
         let groups: Vec<String> = WORKLOADS.iter().map(|w| w.label.to_string()).collect();
@@ -1983,6 +1998,7 @@ fn report(
             }
         }
         j["set"] = Value::Array(rows);
+        j["set_fdatasync_p50_us_per_rep"] = json!(set.disk);
     }
     for (k, v) in other {
         j[*k] = v.clone();
