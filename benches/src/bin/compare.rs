@@ -873,6 +873,22 @@ fn fsync_probe(dir: &Path, secs: f64, append: bool) -> Result<Value> {
     }))
 }
 
+/// Sequential write bandwidth: `bytes` in 1 MiB writes, then one fdatasync.
+fn seq_write_probe(dir: &Path, bytes: u64) -> Result<f64> {
+    let path = dir.join("seq-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let chunk = vec![5u8; MIB as usize];
+    let t0 = Instant::now();
+    for _ in 0..bytes / MIB {
+        f.write_all(&chunk)?;
+    }
+    f.sync_data()?;
+    let el = t0.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok((bytes as f64 / 1e6 / el).round())
+}
+
 fn loopback_rtt(n: usize) -> Result<Value> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
@@ -909,6 +925,8 @@ fn machine_limits(env: &Env, when: &str) -> Result<Value> {
     let fs = fsync_probe(&env.tmp, secs, false)?;
     let fa = fsync_probe(&env.tmp, secs, true)?;
     let rtt = loopback_rtt(20_000)?;
+    let seq = seq_write_probe(&env.tmp, if env.o.quick { 128 * MIB } else { 512 * MIB })?;
+    eprintln!("[limits {when}] sequential write + fdatasync {seq} MB/s");
     eprintln!(
         "[limits {when}] fdatasync after 4 KiB overwrite {} /s (p50 {} µs, p99 {} µs), after 128 B append {} /s (p50 {} µs); loopback round trip p50 {} µs; load {}",
         fs["ops_per_s"],
@@ -920,7 +938,7 @@ fn machine_limits(env: &Env, when: &str) -> Result<Value> {
         loadavg()
     );
     Ok(
-        json!({ "fdatasync_4k": fs, "fdatasync_append": fa, "loopback_rtt": rtt, "loadavg": loadavg() }),
+        json!({ "fdatasync_4k": fs, "fdatasync_append": fa, "seq_write_mb_per_s": seq, "loopback_rtt": rtt, "loadavg": loadavg() }),
     )
 }
 
@@ -1743,11 +1761,11 @@ fn report(
         o.secs
     );
     if !limits.is_empty() {
-        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB overwrite + fdatasync /s | p50 µs | p99 µs | 128 B append + fdatasync /s | p50 µs | p99 µs | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB overwrite + fdatasync /s | p50 µs | p99 µs | 128 B append + fdatasync /s | p50 µs | p99 µs | sequential write MB/s | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for (i, l) in limits.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if i == 0 { "start" } else { "end" },
                 f0(l["fdatasync_4k"]["ops_per_s"].as_f64().unwrap_or(f64::NAN)),
                 l["fdatasync_4k"]["p50_us"],
@@ -1757,6 +1775,7 @@ fn report(
                     .unwrap_or(f64::NAN)),
                 l["fdatasync_append"]["p50_us"],
                 l["fdatasync_append"]["p99_us"],
+                l["seq_write_mb_per_s"],
                 l["loopback_rtt"]["p50_us"],
                 l["loopback_rtt"]["p99_us"],
                 l["loadavg"].as_str().unwrap_or("")
