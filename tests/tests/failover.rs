@@ -200,7 +200,7 @@ fn a_rewind_past_a_checkpoint_reseeds_the_node_by_base_backup() {
 
 #[test]
 fn a_deposed_primary_with_a_synchronous_standby_acknowledges_nothing() {
-    let mut primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
     let s1 = start_standby(&primary, "s1", &[]);
     set(&primary, "before", "1");
     wait_streaming(&primary, "s1");
