@@ -166,16 +166,6 @@ pub enum SyncWaitError {
     },
 }
 
-/// What a standby said in its Hello.
-struct HelloFields {
-    proto_version: u32,
-    cluster_id: u64,
-    epoch: u64,
-    flushed_lsn: Lsn,
-    name: String,
-    history: Vec<(u64, Lsn)>,
-}
-
 /// What [`Hub::admit`] decided.
 enum Admission {
     /// Stream WAL from the standby's end.
@@ -406,29 +396,16 @@ impl Hub {
         )
         .await?;
         let Message::Hello {
-            proto_version,
-            cluster_id,
-            epoch,
-            flushed_lsn,
-            name,
-            history,
-        } = hello
+            flushed_lsn, name, ..
+        } = &hello
         else {
             return Err(ReplError::Protocol(format!(
                 "expected Hello, got {}",
                 hello.name()
             )));
         };
+        let (flushed_lsn, name) = (*flushed_lsn, name.clone());
         let engine = self.handle.get();
-        let hello = HelloFields {
-            proto_version,
-            cluster_id,
-            epoch,
-            flushed_lsn,
-            name,
-            history,
-        };
-        let name = hello.name.clone();
         let base_backup = match self.admit(&hello) {
             Admission::Refuse(reason) => {
                 tracing::warn!(standby = %name, %addr, %reason, "refusing standby");
@@ -506,12 +483,23 @@ impl Hub {
     }
 
     /// Decides what a standby that said Hello gets.
-    fn admit(&self, hello: &HelloFields) -> Admission {
+    fn admit(&self, hello: &Message) -> Admission {
+        let Message::Hello {
+            proto_version,
+            cluster_id,
+            epoch,
+            flushed_lsn,
+            name,
+            history,
+        } = hello
+        else {
+            return Admission::Refuse(format!("expected Hello, got {}", hello.name()));
+        };
         let engine = self.handle.get();
-        if hello.proto_version != PROTO_VERSION {
-            return Admission::Refuse(format!("replication protocol version {} is not supported (this primary speaks {PROTO_VERSION})", hello.proto_version));
+        if *proto_version != PROTO_VERSION {
+            return Admission::Refuse(format!("replication protocol version {} is not supported (this primary speaks {PROTO_VERSION})", *proto_version));
         }
-        if hello.name.is_empty() {
+        if name.is_empty() {
             return Admission::Refuse("a standby must have a name (--name)".into());
         }
         if let Some(epoch) = self.fenced_by() {
@@ -520,13 +508,13 @@ impl Hub {
                 engine.epoch()
             ));
         }
-        if hello.cluster_id == 0 {
+        if *cluster_id == 0 {
             return Admission::BaseBackup;
         }
-        if hello.cluster_id != engine.cluster_id() {
+        if *cluster_id != engine.cluster_id() {
             return Admission::Refuse(format!(
                 "standby belongs to cluster {:016x}, but this primary is cluster {:016x}; use an empty data directory to join this cluster",
-                hello.cluster_id,
+                *cluster_id,
                 engine.cluster_id()
             ));
         }
@@ -536,12 +524,12 @@ impl Hub {
             .iter()
             .map(|e| (e.epoch, e.start_lsn))
             .collect();
-        let mut theirs = hello.history.clone();
-        if theirs.last().is_none_or(|last| last.0 < hello.epoch) {
+        let mut theirs = history.clone();
+        if theirs.last().is_none_or(|last| last.0 < *epoch) {
             // The Hello's epoch counts even if its history omits it.
-            theirs.push((hello.epoch, hello.flushed_lsn));
+            theirs.push((*epoch, *flushed_lsn));
         }
-        match divergence(&mine, engine.end_lsn(), &theirs, hello.flushed_lsn) {
+        match divergence(&mine, engine.end_lsn(), &theirs, *flushed_lsn) {
             Divergence::StandbyNewer(epoch) => {
                 self.fence(epoch);
                 return Admission::Refuse(format!(
@@ -558,21 +546,21 @@ impl Hub {
             Divergence::Fork(fork) => return Admission::Rewind(fork),
             Divergence::None => {}
         }
-        let slot = match self.slots.acquire(&hello.name, hello.flushed_lsn) {
+        let slot = match self.slots.acquire(name, *flushed_lsn) {
             Ok(slot) => slot,
             Err(e) => return Admission::Refuse(format!("cannot create replication slot: {e}")),
         };
         if slot.invalidated {
             tracing::warn!(
-                standby = %hello.name,
+                standby = %name,
                 "slot was invalidated: sending a base backup"
             );
             return Admission::BaseBackup;
         }
-        if hello.flushed_lsn < engine.stats().oldest_lsn {
+        if *flushed_lsn < engine.stats().oldest_lsn {
             tracing::info!(
-                standby = %hello.name,
-                flushed_lsn = hello.flushed_lsn,
+                standby = %name,
+                flushed_lsn = *flushed_lsn,
                 "the WAL this standby needs was removed: sending a base backup"
             );
             return Admission::BaseBackup;
