@@ -60,7 +60,12 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = Bytes::copy_from_slice(args.get(1));
     let value = Bytes::copy_from_slice(args.get(2));
     let (written, old) = ctx.transact(|view| {
-        let current = view.get(&key);
+        // A plain SET needs no lookup: one tree descent less per write.
+        let current = if return_old || cond != Condition::Always {
+            view.get(&key)
+        } else {
+            None
+        };
         let old = if return_old { current.cloned() } else { None };
         let go = match cond {
             Condition::Always => true,
