@@ -61,6 +61,10 @@ fn reg() -> std::sync::MutexGuard<'static, Registry> {
 }
 
 fn cleanup() {
+    // The signal watcher and the main thread may both get here: the second
+    // waits until the first has finished (the first may exit the process).
+    static CLEANING: Mutex<()> = Mutex::new(());
+    let _one = CLEANING.lock().unwrap_or_else(|e| e.into_inner());
     let (pids, pg_dirs, tmp, pgbin, keep) = {
         let mut r = reg();
         (
