@@ -26,6 +26,8 @@
 //! - [`http`] is a minimal HTTP/1.0 GET client for the admin endpoints.
 //! - [`seed`] gives every randomized test a printed, replayable seed
 //!   (`WALSHIP_SEED`).
+//! - [`crash`] is the crash-recovery harness behind the `crashtest` binary
+//!   (`cargo run --release -p walship-tests --bin crashtest -- --short`).
 //! - [`process`] runs external programs (`redis-cli`, `redis-benchmark`, a
 //!   second `walship`) with a timeout that guards against hangs.
 //!
@@ -68,6 +70,7 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod crash;
 pub mod dump;
 pub mod http;
 pub mod ports;

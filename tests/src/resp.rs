@@ -128,6 +128,29 @@ impl RawConn {
         })
     }
 
+    /// Connects to `addr` (any host, e.g. a node inside a network namespace)
+    /// within `connect_timeout`, with `io_timeout` on reads and writes.
+    pub fn connect_addr(
+        addr: std::net::SocketAddr,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, connect_timeout)?;
+        stream.set_read_timeout(Some(io_timeout))?;
+        stream.set_write_timeout(Some(io_timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConn {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one command and reads its reply; I/O errors (a closed
+    /// connection, a timeout) are returned, not panicked on.
+    pub fn try_command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Reply> {
+        self.send(&encode(args))?;
+        self.read_reply()
+    }
+
     /// The underlying stream (for timeouts, shutdown, cloning).
     pub fn stream(&self) -> &TcpStream {
         self.reader.get_ref()
