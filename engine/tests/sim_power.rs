@@ -9,9 +9,7 @@ use std::sync::Arc;
 use common::{get, put, seed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use walship_engine::{
-    Engine, EngineConfig, FsyncPolicy, Mutation, SimStorage, Storage, StorageFile,
-};
+use walship_engine::{Engine, EngineConfig, FsyncPolicy, Mutation, SimStorage, Storage};
 
 fn read(storage: &SimStorage, path: &Path) -> Vec<u8> {
     let file = storage.open(path).unwrap();
