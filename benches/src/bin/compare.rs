@@ -467,7 +467,21 @@ impl Env {
     }
 
     fn redis(&self, name: &str, fsync: &str, replicaof: Option<u16>) -> Result<Proc> {
-        let port = free_port()?;
+        let p = self.redis_at(name, free_port()?, fsync, replicaof, &[])?;
+        wait_ping(p.port, Duration::from_secs(30))?;
+        Ok(p)
+    }
+
+    /// Starts redis-server on `port` with data in `<tmp>/<name>` (kept
+    /// between restarts); does not wait for it.
+    fn redis_at(
+        &self,
+        name: &str,
+        port: u16,
+        fsync: &str,
+        replicaof: Option<u16>,
+        extra: &[&str],
+    ) -> Result<Proc> {
         let dir = self.tmp.join(name);
         std::fs::create_dir_all(&dir)?;
         let log = self.tmp.join(format!("{name}.log"));
@@ -479,19 +493,18 @@ impl Env {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(&log);
+        c.args(extra);
         if let Some(p) = replicaof {
             c.args(["--replicaof", "127.0.0.1", &p.to_string()]);
         }
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let child = spawn(&mut c)?;
-        let p = Proc {
+        Ok(Proc {
             child,
             port,
             dir,
             log,
-        };
-        wait_ping(port, Duration::from_secs(30))?;
-        Ok(p)
+        })
     }
 }
 
@@ -1291,7 +1304,8 @@ fn kill_and_recover(
         replay as f64 / MIB as f64
     );
     Ok(json!({
-        "case": label,
+        "case": format!("walship: {label}"),
+        "system": "walship",
         "wal_bytes_to_replay": replay,
         "wal_bytes_on_disk": wal_on_disk,
         "keys": keys,
@@ -1322,6 +1336,12 @@ fn fill_wal(port: u16, target: u64, key_space: u64) -> Result<()> {
     }
 }
 
+fn tag(rows: &mut [Value], key: &str) {
+    if let Some(r) = rows.last_mut() {
+        r["key"] = json!(key);
+    }
+}
+
 fn section_recovery(env: &Env) -> Result<Value> {
     let (small, big) = if env.o.quick {
         (256 * MIB, GIB)
@@ -1342,6 +1362,7 @@ fn section_recovery(env: &Env) -> Result<Value> {
         &args,
         &format!("{} of WAL, 64 KiB values", gib(small)),
     )?);
+    tag(&mut rows, "walship-big1");
     fill_wal(p.port, big, 1024)?;
     rows.push(kill_and_recover(
         env,
@@ -1350,6 +1371,7 @@ fn section_recovery(env: &Env) -> Result<Value> {
         &args,
         &format!("{} of WAL, 64 KiB values", gib(big)),
     )?);
+    tag(&mut rows, "walship-big2");
     cmd_timeout(p.port, &["SAVE"], Duration::from_secs(600))?;
     rows.push(kill_and_recover(
         env,
@@ -1358,6 +1380,7 @@ fn section_recovery(env: &Env) -> Result<Value> {
         &args,
         "same data just after SAVE (checkpoint)",
     )?);
+    tag(&mut rows, "walship-big-ckpt");
     drop(p);
     let _ = std::fs::remove_dir_all(env.tmp.join("recovery"));
 
@@ -1371,6 +1394,7 @@ fn section_recovery(env: &Env) -> Result<Value> {
         &args,
         &format!("{}k keys, 100-byte values, all in WAL", small_keys / 1000),
     )?);
+    tag(&mut rows, "walship-small");
     cmd_timeout(q.port, &["SAVE"], Duration::from_secs(600))?;
     rows.push(kill_and_recover(
         env,
@@ -1382,11 +1406,84 @@ fn section_recovery(env: &Env) -> Result<Value> {
             small_keys / 1000
         ),
     )?);
+    tag(&mut rows, "walship-small-ckpt");
     drop(q);
     let _ = std::fs::remove_dir_all(env.tmp.join("recovery-small"));
+    let vs = 64 * 1024u64;
+    rows.push(redis_recovery(
+        env,
+        "recovery-redis",
+        &format!("{} of AOF, 64 KiB values", gib(small)),
+        |port, dir| {
+            while dir_size(dir) < small {
+                let count = (small - dir_size(dir)).div_ceil(vs + 40).max(16);
+                load(port, count, 1024, vs as usize, 4, 16)?;
+            }
+            Ok(())
+        },
+    )?);
+    tag(&mut rows, "redis-big1");
+    rows.push(redis_recovery(
+        env,
+        "recovery-redis-small",
+        &format!("{}k keys, 100-byte values, all in AOF", small_keys / 1000),
+        |port, _| load(port, small_keys, small_keys, 100, 4, 256).map(|_| ()),
+    )?);
+    tag(&mut rows, "redis-small");
     Ok(
         json!({ "note": "WAL written just before the kill is in the page cache: these are warm-cache recoveries", "rows": rows }),
     )
+}
+
+/// Redis 7 with `appendfsync always` and AOF rewrites off, filled by `fill`,
+/// killed with SIGKILL and restarted: time until PING answers (Redis
+/// answers -LOADING until the AOF is loaded).
+fn redis_recovery(
+    env: &Env,
+    name: &str,
+    label: &str,
+    fill: impl FnOnce(u16, &Path) -> Result<()>,
+) -> Result<Value> {
+    let extra = ["--auto-aof-rewrite-percentage", "0"];
+    let port = free_port()?;
+    let mut r = env.redis_at(name, port, "always", None, &extra)?;
+    wait_ping(port, Duration::from_secs(30))?;
+    fill(port, &r.dir)?;
+    let aof = dir_size(&r.dir);
+    let keys: u64 = cmd(port, &["DBSIZE"])?.parse()?;
+    r.kill9();
+    let t0 = Instant::now();
+    r = env.redis_at(name, port, "always", None, &extra)?;
+    wait_ping(port, Duration::from_secs(900))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let keys_after: u64 = cmd(port, &["DBSIZE"])?.parse()?;
+    // "DB loaded from append only file: 1.234 seconds"
+    let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+    let ms = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("DB loaded from"))
+        .and_then(|l| l.rsplit(": ").next())
+        .and_then(|v| v.trim_end_matches(" seconds").trim().parse::<f64>().ok())
+        .map(|s| (s * 1000.0).round() as u64);
+    drop(r);
+    let _ = std::fs::remove_dir_all(env.tmp.join(name));
+    eprintln!(
+        "[recovery] Redis AOF, {label}: {secs:.2} s to PING ({} ms loading, {:.0} MiB AOF), keys {keys} -> {keys_after}",
+        ms.map_or("?".into(), |v| v.to_string()),
+        aof as f64 / MIB as f64
+    );
+    Ok(json!({
+        "case": format!("Redis: {label}"),
+        "system": "redis",
+        "wal_bytes_to_replay": aof,
+        "keys": keys,
+        "keys_after": keys_after,
+        "consistent": keys == keys_after,
+        "secs_to_ping": secs,
+        "engine_recovery_ms": ms,
+        "replay_mb_per_s": ms.filter(|&ms| ms > 0).map(|ms| aof as f64 / 1e6 / (ms as f64 / 1000.0)),
+    }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1920,7 +2017,7 @@ fn report(
         ));
     }
     if let Some(r) = ok_section(other, "recovery") {
-        let _ = writeln!(md, "## Recovery after SIGKILL\n\n`kill -9`, then the time from starting the process until it answers PING (it opens its port only after recovery), the engine's own recovery time from its log, and WAL replayed per second. {}.\n\n| case | WAL to replay | keys | to PING s | engine recovery ms | replay MB/s | consistent |\n|---|---:|---:|---:|---:|---:|---|", r["note"].as_str().unwrap_or(""));
+        let _ = writeln!(md, "## Recovery after SIGKILL\n\n`kill -9`, then the time from starting the process until it answers PING (walship opens its port only after recovery; Redis answers `-LOADING` until its AOF is loaded), the server's own figure from its log (walship's `recovery complete ... ms=`, Redis's `DB loaded from append only file`), and log replayed per second. walship `--fsync always --checkpoint-every 1t`; Redis `appendfsync always`, AOF rewrites off, so both replay every write. {}.\n\n| case | log to replay | keys | to PING s | own recovery ms | replay MB/s | consistent |\n|---|---:|---:|---:|---:|---:|---|", r["note"].as_str().unwrap_or(""));
         let rows = r["rows"].as_array().cloned().unwrap_or_default();
         for x in &rows {
             let _ = writeln!(
@@ -1934,6 +2031,27 @@ fn report(
                 f0(x["replay_mb_per_s"].as_f64().unwrap_or(f64::NAN)),
                 x["consistent"]
             );
+        }
+        let by = |k: &str| {
+            rows.iter()
+                .find(|r| r["key"] == k)
+                .and_then(|r| r["secs_to_ping"].as_f64())
+        };
+        for (w, r, what) in [
+            (
+                "walship-big1",
+                "redis-big1",
+                "the same volume of 64 KiB values",
+            ),
+            ("walship-small", "redis-small", "the same 100-byte keys"),
+        ] {
+            if let (Some(a), Some(b)) = (by(w), by(r)) {
+                let _ = writeln!(
+                    md,
+                    "\nwalship / Redis recovery time, {what}: **{}** (below 1 is faster).",
+                    ratio(a, Some(b))
+                );
+            }
         }
         md.push('\n');
         charts.push((
