@@ -186,13 +186,7 @@ impl Node {
 
     /// SIGTERM (a clean stop: everything durable) and wait for the exit.
     pub fn terminate(&mut self) -> Result<()> {
-        if let Some(child) = &self.child {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) has no memory-safety preconditions; the pid
-                // is our own unreaped child.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
+        self.signal(libc::SIGTERM);
         match self.wait_exit(START_GUARD) {
             Some(status) if status.success() => Ok(()),
             Some(status) => bail!("node {} exited with {status} on SIGTERM", self.name),
@@ -217,11 +211,15 @@ impl Node {
 
     /// Sends SIGKILL without reaping, so several nodes die at the same instant.
     pub fn signal_kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
         if let Some(child) = &self.child {
             if let Ok(pid) = libc::pid_t::try_from(child.id()) {
                 // SAFETY: kill(2) has no memory-safety preconditions; the pid
                 // is our own unreaped child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                unsafe { libc::kill(pid, signal) };
             }
         }
     }

@@ -486,19 +486,19 @@ fn judge(
             }
             Outcome::Failed => {
                 result.failed += 1;
-                if present {
-                    result.failed_present += 1;
+                *if present {
+                    &mut result.failed_present
                 } else {
-                    result.failed_absent += 1;
-                }
+                    &mut result.failed_absent
+                } += 1;
             }
             Outcome::Unknown => {
                 result.unknown += 1;
-                if present {
-                    result.unknown_present += 1;
+                *if present {
+                    &mut result.unknown_present
                 } else {
-                    result.unknown_absent += 1;
-                }
+                    &mut result.unknown_absent
+                } += 1;
             }
         }
     }
