@@ -16,7 +16,7 @@
 //! record after the damage" cannot be a stale leftover.
 
 use super::record::{
-    self, Mutation, Parsed, ParsedSlice, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
+    self, Mutation, Parsed, ParsedSlice, RecordType, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
 };
 use super::segment::{self, HeaderProblem, SegmentHeader, PREPARED_SUFFIX};
 use super::Segment;
@@ -149,25 +149,41 @@ const REPLAY_BATCHES_AHEAD: usize = 16;
 /// Replays every valid record from `from`, returning the LSN of the first
 /// position that is not one (or the stream's end) and the records applied.
 ///
-/// Two threads share the work: a `wal-replay` thread parses, checks CRCs and
-/// decodes records into keys and values of their own, and the calling
-/// thread applies them in order (the memtable insert is the other half of
-/// the cost). Which records are applied, and in which order, is exactly what
-/// a single loop would do; what the first invalid position means is left to
-/// the caller.
+/// Two threads share the work: a `wal-replay` thread finds the records and
+/// checks their CRCs, handing over borrowed payloads in batches; the calling
+/// thread decodes them into keys and values of their own and applies them in
+/// order. Every allocation (and so every later free, when a key is
+/// overwritten) stays on the calling thread: with the allocations on the
+/// parsing thread, the frees of overwritten values crossed malloc arenas and
+/// cost more than they saved. Which records are applied, and in which order,
+/// is exactly what a single loop would do; what the first invalid position
+/// means is left to the caller.
 fn replay(
     stream: &Stream,
     from: u64,
     apply: &mut dyn FnMut(u64, Mutation) -> Result<(), EngineError>,
 ) -> Result<(u64, u64), EngineError> {
-    type Batch = Vec<(u64, Mutation)>;
+    /// A record's start LSN, type and payload.
+    enum Found<'a> {
+        Mapped(u64, RecordType, &'a [u8]),
+        /// A record across a segment boundary, copied out.
+        Copied(u64, RecordType, Bytes),
+    }
+    type Batch<'a> = Vec<Found<'a>>;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(REPLAY_BATCHES_AHEAD);
+        // Emptied batches go back, so their buffers are freed where allocated.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
         let parser = std::thread::Builder::new()
             .name("wal-replay".into())
-            .spawn_scoped(scope, move || -> Result<u64, EngineError> {
+            .spawn_scoped(scope, move || -> u64 {
+                let new_batch = || {
+                    back_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Batch::with_capacity(REPLAY_BATCH_RECORDS))
+                };
                 let mut lsn = from;
-                let mut batch = Batch::with_capacity(REPLAY_BATCH_RECORDS);
+                let mut batch = new_batch();
                 let mut part = 0usize;
                 while lsn < stream.end() {
                     // Fast path: the record lies in the current mapped segment.
@@ -177,12 +193,12 @@ fn replay(
                     let m = &stream.parts[part];
                     let off = m.seg.file_offset(lsn) as usize;
                     let end_off = m.seg.file_offset(m.seg.end_lsn()) as usize;
-                    let decoded = match record::parse_slice(lsn, &m.map[off..end_off]) {
+                    let (found, len) = match record::parse_slice(lsn, &m.map[off..end_off]) {
                         ParsedSlice::Record {
                             rtype,
                             payload,
                             len,
-                        } => Some((Mutation::decode_owned(rtype, payload), len)),
+                        } => (Found::Mapped(lsn, rtype, payload), len),
                         // Across a segment boundary, or not a record: the
                         // general parser decides.
                         _ => match stream.parse(lsn) {
@@ -190,53 +206,57 @@ fn replay(
                                 rtype,
                                 payload,
                                 len,
-                            } => Some((Mutation::decode_owned(rtype, &payload), len)),
-                            _ => None,
+                            } => (Found::Copied(lsn, rtype, payload), len),
+                            _ => break,
                         },
                     };
-                    let Some((m, len)) = decoded else { break };
-                    let m = m.map_err(|e| EngineError::BadRecord {
-                        file: stream.parts[stream.part_index(lsn).expect("in stream")]
-                            .seg
-                            .path
-                            .clone(),
-                        lsn,
-                        reason: e.to_string(),
-                    })?;
+                    batch.push(found);
                     lsn += len as u64;
-                    batch.push((lsn, m));
                     if batch.len() == REPLAY_BATCH_RECORDS {
-                        let full = std::mem::replace(
-                            &mut batch,
-                            Batch::with_capacity(REPLAY_BATCH_RECORDS),
-                        );
+                        let full = std::mem::replace(&mut batch, new_batch());
                         if tx.send(full).is_err() {
-                            // The applier failed; its error is reported.
-                            return Ok(lsn);
+                            // The applier stopped; its error is reported.
+                            return lsn;
                         }
                     }
                 }
                 if !batch.is_empty() {
                     let _ = tx.send(batch);
                 }
-                Ok(lsn)
+                lsn
             })
             .expect("spawn the WAL replay thread");
         let mut records = 0u64;
         let mut applied = Ok(());
-        'batches: for batch in rx.iter() {
-            for (end, m) in batch {
-                if let Err(e) = apply(end, m) {
+        'batches: for mut batch in rx.iter() {
+            for found in batch.drain(..) {
+                let (lsn, rtype, payload) = match &found {
+                    Found::Mapped(lsn, rtype, payload) => (*lsn, *rtype, *payload),
+                    Found::Copied(lsn, rtype, payload) => (*lsn, *rtype, &payload[..]),
+                };
+                let end = lsn + (RECORD_HEADER_BYTES + payload.len()) as u64;
+                let result = Mutation::decode_owned(rtype, payload)
+                    .map_err(|e| EngineError::BadRecord {
+                        file: stream.parts[stream.part_index(lsn).expect("in stream")]
+                            .seg
+                            .path
+                            .clone(),
+                        lsn,
+                        reason: e.to_string(),
+                    })
+                    .and_then(|m| apply(end, m));
+                if let Err(e) = result {
                     applied = Err(e);
                     break 'batches;
                 }
                 records += 1;
             }
+            let _ = back_tx.send(batch);
         }
         drop(rx);
         let parsed = parser.join().expect("the WAL replay thread panicked");
         applied?;
-        Ok((parsed?, records))
+        Ok((parsed, records))
     })
 }
 
