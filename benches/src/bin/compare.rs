@@ -563,6 +563,17 @@ impl Pg {
         c.args(["-u", "postgres", "--"]).arg(self.bin.join(prog));
         c
     }
+    fn start(&self, dir: &Path, log: &Path) -> Result<()> {
+        run_output(
+            self.as_pg("pg_ctl")
+                .arg("-D")
+                .arg(dir)
+                .arg("-l")
+                .arg(log)
+                .args(["-w", "start"]),
+        )?;
+        Ok(())
+    }
     fn psql(&self, sql: &str) -> Result<String> {
         let out = run_output(
             self.as_pg("psql")
@@ -571,6 +582,15 @@ impl Pg {
         )?;
         Ok(out.trim().to_string())
     }
+}
+
+fn append_to(path: &Path, text: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// PostgreSQL primary + streaming standby `s1`, synchronous (FIRST 1 (s1)).
@@ -601,32 +621,22 @@ fn start_pg(env: &Env) -> Result<Pg> {
             .arg(&dir)
             .args(["-A", "trust", "-U", "postgres"]),
     )?;
-    let mut conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("postgresql.conf"))?;
-    write!(
-        conf,
-        "\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+    append_to(
+        &dir.join("postgresql.conf"),
+        &format!(
+            "\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
          wal_level = replica\nmax_wal_senders = 4\nmax_connections = 200\n\
          synchronous_standby_names = 'FIRST 1 (s1)'\nsynchronous_commit = on\nfsync = on\n\
          shared_buffers = 256MB\n",
-        root.display()
+            root.display()
+        ),
     )?;
-    drop(conf);
-    let mut hba = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("pg_hba.conf"))?;
-    writeln!(hba, "host replication all 127.0.0.1/32 trust")?;
-    drop(hba);
+    append_to(
+        &dir.join("pg_hba.conf"),
+        "host replication all 127.0.0.1/32 trust\n",
+    )?;
     reg().pg_dirs.push(dir.clone());
-    run_output(
-        pg.as_pg("pg_ctl")
-            .arg("-D")
-            .arg(&dir)
-            .arg("-l")
-            .arg(root.join("primary.log"))
-            .args(["-w", "start"]),
-    )?;
+    pg.start(&dir, &root.join("primary.log"))?;
     run_output(
         pg.as_pg("pg_basebackup")
             .args([
@@ -641,28 +651,18 @@ fn start_pg(env: &Env) -> Result<Pg> {
             ])
             .arg(&sdir),
     )?;
-    let mut conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(sdir.join("postgresql.conf"))?;
-    writeln!(conf, "\nport = {sport}")?;
-    drop(conf);
-    let mut auto = std::fs::OpenOptions::new()
-        .append(true)
-        .open(sdir.join("postgresql.auto.conf"))?;
-    writeln!(
-        auto,
-        "primary_conninfo = 'host=127.0.0.1 port={pport} user=postgres application_name=s1'"
+    append_to(
+        &sdir.join("postgresql.conf"),
+        &format!("\nport = {sport}\n"),
     )?;
-    drop(auto);
+    append_to(
+        &sdir.join("postgresql.auto.conf"),
+        &format!(
+            "primary_conninfo = 'host=127.0.0.1 port={pport} user=postgres application_name=s1'\n"
+        ),
+    )?;
     reg().pg_dirs.push(sdir.clone());
-    run_output(
-        pg.as_pg("pg_ctl")
-            .arg("-D")
-            .arg(&sdir)
-            .arg("-l")
-            .arg(root.join("standby.log"))
-            .args(["-w", "start"]),
-    )?;
+    pg.start(&sdir, &root.join("standby.log"))?;
     wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         pg.psql("select sync_state from pg_stat_replication where application_name='s1'")
             .map(|s| s == "sync")
@@ -1255,6 +1255,31 @@ fn section_get(env: &Env) -> Result<Value> {
 // ---------------------------------------------------------------------------
 // Section: recovery after SIGKILL.
 
+/// One row of the recovery table; `log` is the WAL/AOF bytes replayed.
+fn recovery_row(
+    case: String,
+    system: &str,
+    log: u64,
+    (keys, keys_after): (u64, u64),
+    consistent: bool,
+    secs: f64,
+    ms: Option<u64>,
+) -> Value {
+    json!({
+        "case": case,
+        "system": system,
+        "wal_bytes_to_replay": log,
+        "keys": keys,
+        "keys_after": keys_after,
+        "consistent": consistent,
+        "secs_to_ping": secs,
+        "engine_recovery_ms": ms,
+        "replay_mb_per_s": ms
+            .filter(|&ms| ms > 0 && log > 0)
+            .map(|ms| log as f64 / 1e6 / (ms as f64 / 1000.0)),
+    })
+}
+
 /// The engine's own recovery report from the last "recovery complete" line.
 fn last_recovery_line(log: &Path) -> (Option<u64>, Option<u64>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -1303,19 +1328,18 @@ fn kill_and_recover(
         records.map_or("?".into(), |v| v.to_string()),
         replay as f64 / MIB as f64
     );
-    Ok(json!({
-        "case": format!("walship: {label}"),
-        "system": "walship",
-        "wal_bytes_to_replay": replay,
-        "wal_bytes_on_disk": wal_on_disk,
-        "keys": keys,
-        "keys_after": keys_after,
-        "consistent": consistent,
-        "secs_to_ping": secs,
-        "engine_recovery_ms": ms,
-        "records_replayed": records,
-        "replay_mb_per_s": ms.filter(|&ms| ms > 0 && replay > 0).map(|ms| replay as f64 / 1e6 / (ms as f64 / 1000.0)),
-    }))
+    let mut row = recovery_row(
+        format!("walship: {label}"),
+        "walship",
+        replay,
+        (keys, keys_after),
+        consistent,
+        secs,
+        ms,
+    );
+    row["wal_bytes_on_disk"] = json!(wal_on_disk);
+    row["records_replayed"] = json!(records);
+    Ok(row)
 }
 
 /// Writes 64 KiB values over `key_space` keys until the WAL end passes `target`.
@@ -1473,17 +1497,15 @@ fn redis_recovery(
         ms.map_or("?".into(), |v| v.to_string()),
         aof as f64 / MIB as f64
     );
-    Ok(json!({
-        "case": format!("Redis: {label}"),
-        "system": "redis",
-        "wal_bytes_to_replay": aof,
-        "keys": keys,
-        "keys_after": keys_after,
-        "consistent": keys == keys_after,
-        "secs_to_ping": secs,
-        "engine_recovery_ms": ms,
-        "replay_mb_per_s": ms.filter(|&ms| ms > 0).map(|ms| aof as f64 / 1e6 / (ms as f64 / 1000.0)),
-    }))
+    Ok(recovery_row(
+        format!("Redis: {label}"),
+        "redis",
+        aof,
+        (keys, keys_after),
+        keys == keys_after,
+        secs,
+        ms,
+    ))
 }
 
 // ---------------------------------------------------------------------------
