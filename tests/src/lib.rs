@@ -50,7 +50,8 @@
 //! `connection` (server and connection commands, RESP3, pipelining, inline),
 //! `auth`, `redis_tools` (`redis-cli`, `redis-benchmark`), `durability`
 //! (SIGKILL/SIGTERM/checkpoints against a model of acknowledged writes),
-//! `wal_damage` (torn tail, mid-log corruption), `data_dir_lock`,
+//! `wal_damage` (torn tail, mid-log corruption), `power_loss` (`DEBUG
+//! POWERLOSS` on a `--simulate-power-loss` server), `data_dir_lock`,
 //! `hostile_input`, `resource_limits`, `admin_http`, `cli_and_config`.
 //!
 //! # Environment
