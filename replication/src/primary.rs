@@ -620,6 +620,14 @@ impl Hub {
             async move {
                 let err = loop {
                     match read_message(&mut rd, &mut rbuf).await {
+                        Ok(Some(Message::Status { epoch, .. }))
+                            if epoch > hub.handle.load().epoch() =>
+                        {
+                            hub.fence(epoch);
+                            break format!(
+                                "standby reports epoch {epoch}, newer than this primary's: this node was deposed"
+                            );
+                        }
                         Ok(Some(Message::Status {
                             write_lsn,
                             flush_lsn,

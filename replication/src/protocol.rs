@@ -129,6 +129,8 @@ pub enum Message {
     /// Standby → primary: how far the standby has written, fsynced and
     /// applied.
     Status {
+        /// The standby's epoch: a primary that sees a newer one was deposed.
+        epoch: u64,
         write_lsn: u64,
         flush_lsn: u64,
         apply_lsn: u64,
@@ -283,11 +285,13 @@ impl Message {
                 out.put_u8(u8::from(*reply_requested));
             }
             Message::Status {
+                epoch,
                 write_lsn,
                 flush_lsn,
                 apply_lsn,
                 timestamp_ms,
             } => {
+                out.put_u64_le(*epoch);
                 out.put_u64_le(*write_lsn);
                 out.put_u64_le(*flush_lsn);
                 out.put_u64_le(*apply_lsn);
@@ -540,6 +544,7 @@ fn parse_payload(ty: u8, payload: &[u8]) -> Result<(Message, Option<usize>), Fra
             reply_requested: r.bool("reply_requested")?,
         },
         TYPE_STATUS => Message::Status {
+            epoch: r.u64("epoch")?,
             write_lsn: r.u64("write_lsn")?,
             flush_lsn: r.u64("flush_lsn")?,
             apply_lsn: r.u64("apply_lsn")?,

@@ -535,6 +535,7 @@ async fn report_status(
         }
         last = now;
         let msg = Message::Status {
+            epoch: engine.epoch(),
             write_lsn: now.0,
             flush_lsn: now.1,
             apply_lsn: now.2,

@@ -72,6 +72,7 @@ fn examples() -> Vec<Message> {
             reply_requested: false,
         },
         Message::Status {
+            epoch: 3,
             write_lsn: 8192,
             flush_lsn: 8000,
             apply_lsn: 7000,
@@ -122,6 +123,7 @@ fn every_message_roundtrips() {
 #[test]
 fn wire_layout_is_len_crc_type_payload_little_endian() {
     let message = Message::Status {
+        epoch: 9,
         write_lsn: 1,
         flush_lsn: 2,
         apply_lsn: 3,
@@ -129,7 +131,7 @@ fn wire_layout_is_len_crc_type_payload_little_endian() {
     };
     let buf = encode(&message);
     let mut expected_body = vec![6u8];
-    for v in [1u64, 2, 3, 4] {
+    for v in [9u64, 1, 2, 3, 4] {
         expected_body.extend_from_slice(&v.to_le_bytes());
     }
     assert_eq!(&buf[0..4], &(expected_body.len() as u32).to_le_bytes());
@@ -256,8 +258,8 @@ fn unknown_type_is_refused() {
 
 #[test]
 fn truncated_field_is_refused() {
-    // Status needs 32 bytes; give it 31.
-    let mut buf = frame(&body(6, &[0u8; 31]));
+    // Status needs 40 bytes; give it 39.
+    let mut buf = frame(&body(6, &[0u8; 39]));
     assert_eq!(
         decode_frame(&mut buf),
         Err(FrameError::Truncated {
@@ -511,14 +513,22 @@ fn message_strategy() -> impl Strategy<Value = Message> {
                     reply_requested
                 }
             ),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(write_lsn, flush_lsn, apply_lsn, timestamp_ms)| Message::Status {
-                write_lsn,
-                flush_lsn,
-                apply_lsn,
-                timestamp_ms
-            }
-        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(epoch, write_lsn, flush_lsn, apply_lsn, timestamp_ms)| {
+                Message::Status {
+                    epoch,
+                    write_lsn,
+                    flush_lsn,
+                    apply_lsn,
+                    timestamp_ms,
+                }
+            }),
         (
             any::<u64>(),
             any::<u64>(),
