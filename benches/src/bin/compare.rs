@@ -1683,7 +1683,16 @@ fn bar_chart(
     series: &[(String, Vec<Option<f64>>)],
     log: bool,
 ) -> String {
-    let (w, h) = (980.0, 440.0);
+    // Wide enough for the longest legend entry (about 6.6 px a character).
+    let longest = series
+        .iter()
+        .map(|s| s.0.chars().count())
+        .max()
+        .unwrap_or(0);
+    let (w, h) = (
+        (700.0 + 50.0 + longest as f64 * 6.6).max(980.0).ceil(),
+        440.0,
+    );
     let (l, r, t, b) = (80.0, 700.0, 50.0, 360.0);
     let vals: Vec<f64> = series
         .iter()
