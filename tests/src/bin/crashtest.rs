@@ -158,21 +158,25 @@ fn run() -> Result<bool> {
         source.display()
     );
 
-    let root = is_root();
+    // Root is needed for namespaces; a root without the right to make them
+    // (a restricted container) gets the cells skipped with the reason too.
+    let netns_unavailable = if !faults.iter().any(|f| f.needs_netns()) {
+        None
+    } else if !is_root() {
+        Some("needs root (network namespaces)".to_string())
+    } else {
+        Netns::create(0)
+            .err()
+            .map(|e| format!("network namespaces unavailable: {e:#}"))
+    };
     let mut skipped = Vec::new();
     let mut queue = VecDeque::new();
     let mut index = 0u64;
     for &mode in &modes {
         for &fault in &faults {
-            if fault.needs_netns() && !root {
-                eprintln!(
-                    "crashtest: skipping {mode}/{fault}: network namespaces need root (run as root, e.g. sudo)"
-                );
-                skipped.push(Cell::skipped(
-                    mode,
-                    fault,
-                    "needs root (network namespaces)",
-                ));
+            if let Some(why) = netns_unavailable.as_deref().filter(|_| fault.needs_netns()) {
+                eprintln!("crashtest: skipping {mode}/{fault}: {why} (run as root, e.g. sudo)");
+                skipped.push(Cell::skipped(mode, fault, why));
                 continue;
             }
             for _ in 0..trials {
@@ -190,7 +194,7 @@ fn run() -> Result<bool> {
     });
     let queue = Arc::new(Mutex::new(queue));
     let results: Arc<Mutex<Vec<TrialResult>>> = Arc::new(Mutex::new(Vec::new()));
-    let needs_ns = root && faults.iter().any(|f| f.needs_netns());
+    let needs_ns = netns_unavailable.is_none() && faults.iter().any(|f| f.needs_netns());
     let mut workers = Vec::new();
     for w in 0..args.jobs {
         let (queue, results, progress) = (queue.clone(), results.clone(), progress.clone());
