@@ -14,14 +14,14 @@ use crate::stream::{expect_message, now_ms, read_message, write_message, ReplErr
 use crate::sync_rule::{StandbyProgress, SyncStandbyNames, SyncState, SynchronousCommit};
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use walship_engine::{EngineError, Lsn};
 
 /// Most WAL bytes in one WalData frame.
@@ -145,6 +145,73 @@ impl Confirmed {
     }
 }
 
+/// Writes waiting for the standbys, per level, ordered by LSN, so a report
+/// wakes exactly the writes it confirms (not every waiting connection).
+#[derive(Default)]
+struct Waiters {
+    /// The confirmed LSNs, as last computed (under this lock, so a write
+    /// registering itself cannot miss the report that confirms it).
+    confirmed: Confirmed,
+    /// remote_write, on, remote_apply: (LSN, id) → the waiting write.
+    levels: [BTreeMap<(Lsn, u64), oneshot::Sender<()>>; 3],
+    next_id: u64,
+}
+
+impl Waiters {
+    fn level_index(level: SynchronousCommit) -> Option<usize> {
+        match level {
+            SynchronousCommit::RemoteWrite => Some(0),
+            SynchronousCommit::On => Some(1),
+            SynchronousCommit::RemoteApply => Some(2),
+            SynchronousCommit::Off | SynchronousCommit::Local => None,
+        }
+    }
+
+    /// Publishes new confirmed LSNs and wakes the writes they cover.
+    fn confirm(&mut self, confirmed: Confirmed) {
+        self.confirmed = confirmed;
+        for (i, level) in [
+            SynchronousCommit::RemoteWrite,
+            SynchronousCommit::On,
+            SynchronousCommit::RemoteApply,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let upto = confirmed.at(level);
+            let map = &mut self.levels[i];
+            let still_waiting = if upto == Lsn::MAX {
+                BTreeMap::new()
+            } else {
+                map.split_off(&(upto + 1, 0))
+            };
+            for (_, tx) in std::mem::replace(map, still_waiting) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Drops every waiting write: their receivers see the node stop.
+    fn fail_all(&mut self) {
+        for map in &mut self.levels {
+            map.clear();
+        }
+    }
+}
+
+/// Removes a waiting write from [`Waiters`] when its wait ends.
+struct WaiterEntry<'a> {
+    hub: &'a Hub,
+    index: usize,
+    key: (Lsn, u64),
+}
+
+impl Drop for WaiterEntry<'_> {
+    fn drop(&mut self) {
+        self.hub.waiters.lock().levels[self.index].remove(&self.key);
+    }
+}
+
 /// Why a synchronous write was not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncWaitError {
@@ -185,6 +252,8 @@ pub struct Hub {
     standbys: Mutex<Vec<Arc<StandbyConn>>>,
     sync_names: RwLock<SyncStandbyNames>,
     confirmed_tx: watch::Sender<Confirmed>,
+    /// Writes waiting for confirmation, woken only once their LSN is confirmed.
+    waiters: Mutex<Waiters>,
     next_id: AtomicU64,
     stop_tx: watch::Sender<bool>,
     /// Non-zero once a standby showed a newer epoch: this node was deposed.
@@ -202,6 +271,7 @@ impl Hub {
             standbys: Mutex::new(Vec::new()),
             sync_names: RwLock::new(sync_names),
             confirmed_tx,
+            waiters: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(1),
             stop_tx,
             fenced_by: AtomicU64::new(0),
@@ -227,6 +297,7 @@ impl Hub {
     /// Disconnects every standby (this node stops being a primary).
     pub fn stop(&self) {
         self.stop_tx.send_replace(true);
+        self.waiters.lock().fail_all();
         self.confirmed_tx.send_modify(|c| c.version += 1);
     }
 
@@ -267,12 +338,16 @@ impl Hub {
             at(SynchronousCommit::On),
             at(SynchronousCommit::RemoteApply),
         );
+        drop(rule);
+        let mut confirmed = Confirmed::default();
         self.confirmed_tx.send_modify(|c| {
             c.write = write;
             c.flush = flush;
             c.apply = apply;
             c.version += 1;
+            confirmed = *c;
         });
+        self.waiters.lock().confirm(confirmed);
     }
 
     /// Completes when the standbys required by `synchronous_standby_names`
@@ -286,18 +361,34 @@ impl Hub {
         if !level.waits_for_standbys() || self.sync_names.read().is_empty() {
             return Ok(());
         }
-        let mut rx = self.confirmed_tx.subscribe();
+        let Some(index) = Waiters::level_index(level) else {
+            return Ok(());
+        };
+        let (rx, key) = {
+            let mut w = self.waiters.lock();
+            if w.confirmed.at(level) >= lsn {
+                return Ok(());
+            }
+            if self.is_stopped() {
+                return Err(SyncWaitError::Demoted { lsn });
+            }
+            let (tx, rx) = oneshot::channel();
+            w.next_id += 1;
+            let key = (lsn, w.next_id);
+            w.levels[index].insert(key, tx);
+            (rx, key)
+        };
+        // Removes this write's entry if the wait is abandoned (timeout, or
+        // the client went away).
+        let _entry = WaiterEntry {
+            hub: self,
+            index,
+            key,
+        };
         let wait = async {
-            loop {
-                if rx.borrow_and_update().at(level) >= lsn {
-                    return Ok(());
-                }
-                if self.is_stopped() {
-                    return Err(SyncWaitError::Demoted { lsn });
-                }
-                if rx.changed().await.is_err() {
-                    return Err(SyncWaitError::Demoted { lsn });
-                }
+            match rx.await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(SyncWaitError::Demoted { lsn }),
             }
         };
         if timeout_ms == 0 {
