@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
 use walship_engine::{EngineError, Lsn};
@@ -843,9 +842,15 @@ impl Hub {
         self.slots
             .reset(&conn.name, info.redo_lsn)
             .map_err(|e| ReplError::Storage(e.to_string()))?;
-        // Open before a later checkpoint can remove the file.
-        let mut file = tokio::fs::File::open(&info.path).await?;
-        let len = file.metadata().await?.len();
+        // Map it (through the engine's storage, so a node on the power-loss
+        // simulator serves backups too) before a later checkpoint can remove it.
+        let storage = engine.config().storage.clone();
+        let path = info.path.clone();
+        let map = tokio::task::spawn_blocking(move || storage.open(&path).and_then(|f| f.map()))
+            .await
+            .map_err(|e| ReplError::Storage(e.to_string()))?
+            .map_err(|e| ReplError::Storage(format!("{}: {e}", info.path.display())))?;
+        let len = map.len() as u64;
         tracing::info!(standby = %conn.name, redo_lsn = info.redo_lsn, bytes = len, "sending base backup");
         write_message(
             wr,
@@ -859,27 +864,21 @@ impl Hub {
         )
         .await?;
         let mut crc = crc32fast::Hasher::new();
-        let mut offset = 0u64;
-        let mut buf = vec![0u8; CHUNK_MAX_BYTES];
-        while offset < len {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                return Err(ReplError::Storage(
-                    "checkpoint file shorter than its length".into(),
-                ));
-            }
-            crc.update(&buf[..n]);
-            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+        let mut offset = 0usize;
+        while offset < map.len() {
+            let end = (offset + CHUNK_MAX_BYTES).min(map.len());
+            let data = map.slice(offset..end);
+            crc.update(&data);
             write_message(
                 wr,
                 &Message::BackupChunk {
                     kind: BACKUP_CHUNK_CHECKPOINT,
-                    offset,
+                    offset: offset as u64,
                     data,
                 },
             )
             .await?;
-            offset += n as u64;
+            offset = end;
         }
         let history = engine.epoch_history().encode();
         write_message(

@@ -150,6 +150,9 @@ impl Receiver {
                     }
                 }
             }
+            if *stop.borrow() {
+                break;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => {}
@@ -534,6 +537,10 @@ async fn report_status(
             continue;
         }
         last = now;
+        // IMPORTANT: the epoch is read after the LSNs. An EpochChange is
+        // applied before it is flushed, so positions that include a new
+        // epoch's bytes always go out with that epoch, and an older primary
+        // that sees it fences itself instead of counting them.
         let msg = Message::Status {
             epoch: engine.epoch(),
             write_lsn: now.0,

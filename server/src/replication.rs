@@ -166,12 +166,25 @@ impl Replication {
 
     /// `REPLICAOF NO ONE`: stops replicating and takes writes in a new epoch.
     pub async fn promote(&self) -> anyhow::Result<(u64, Lsn)> {
-        {
+        let receiver = {
             let mut role = self.role.write();
-            if let Role::Standby { stop, .. } = &*role {
-                stop.send_replace(true);
-            }
+            let receiver = match &*role {
+                Role::Standby { stop, receiver, .. } => {
+                    stop.send_replace(true);
+                    Some(receiver.clone())
+                }
+                Role::Primary => None,
+            };
             *role = Role::Primary;
+            receiver
+        };
+        // The new epoch must begin after the last record taken from the old
+        // primary: wait until the receiver has really stopped appending.
+        if let Some(receiver) = receiver {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while receiver.status().state != "stopped" && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
         self.hub.resume();
         let (epoch, lsn) = self.begin_primary_epoch().await?;
