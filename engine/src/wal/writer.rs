@@ -385,11 +385,18 @@ impl Wal {
             .map_err(|e| io_err(&prep_path, e))?;
         file.write_all_at(&header.encode(), 0)
             .map_err(|e| io_err(&prep_path, e))?;
+        // IMPORTANT: the header is durable before the file can appear under
+        // its segment name. Otherwise the flusher's directory fsync could
+        // make the name durable while the header write is still in flight,
+        // and a power loss could leave a torn header in the newest segment,
+        // which recovery must refuse (it cannot tell that from damage).
+        // One fdatasync per segment.
+        file.sync_data().map_err(|e| io_err(&prep_path, e))?;
         storage
             .rename(&prep_path, &final_path)
             .map_err(|e| io_err(&final_path, e))?;
-        // The header and the directory entry become durable with the flusher's
-        // first fsync of this segment (it syncs the directory first).
+        // The directory entry becomes durable with the flusher's first fsync
+        // of this segment (it syncs the directory first).
         self.shared
             .segments
             .insert(Arc::new(Segment::new(header, final_path, file, false)));
