@@ -551,10 +551,11 @@ fn walship_cluster(env: &Env, name: &str, n: usize, primary_args: &[&str]) -> Re
 
 struct Pg {
     bin: PathBuf,
+    /// `<tmp>/<name>`, owned by postgres: data directories, logs, scripts.
+    root: PathBuf,
     dir: PathBuf,
     port: u16,
     logdir: PathBuf,
-    script: PathBuf,
 }
 
 impl Pg {
@@ -574,6 +575,16 @@ impl Pg {
         )?;
         Ok(())
     }
+    /// `pg_ctl stop -m fast` of the server in `dir`; no longer cleaned up.
+    fn stop(&self, dir: &Path) {
+        let _ = run_output(
+            self.as_pg("pg_ctl")
+                .arg("-D")
+                .arg(dir)
+                .args(["stop", "-m", "fast"]),
+        );
+        reg().pg_dirs.retain(|x| x != dir);
+    }
     fn psql(&self, sql: &str) -> Result<String> {
         let out = run_output(
             self.as_pg("psql")
@@ -581,6 +592,51 @@ impl Pg {
                 .args(["-U", "postgres", "-qAt", "-c", sql]),
         )?;
         Ok(out.trim().to_string())
+    }
+    /// `pg_basebackup` of the primary over loopback into `dest`.
+    fn basebackup(&self, dest: &Path, args: &[&str]) -> Result<()> {
+        run_output(
+            self.as_pg("pg_basebackup")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "postgres"])
+                .args(args)
+                .arg("-D")
+                .arg(dest),
+        )?;
+        Ok(())
+    }
+    /// The pgbench script upserting 100-byte values over 100k keys: one
+    /// statement, or `depth` statements between `\startpipeline` and
+    /// `\endpipeline` (one implicit transaction; each statement's key from
+    /// its own sixteenth of the key space, ascending, so that concurrent
+    /// transactions lock rows in the same order and cannot deadlock).
+    fn script(&self, depth: u32) -> Result<PathBuf> {
+        let upsert = |k: &str| {
+            format!("INSERT INTO kv VALUES (:{k}, repeat('y', 100)) ON CONFLICT (k) DO UPDATE SET v = excluded.v;\n")
+        };
+        let mut s = String::new();
+        if depth <= 1 {
+            s.push_str("\\set k random(1, 100000)\n");
+            s.push_str(&upsert("k"));
+        } else {
+            let d = depth as u64;
+            for i in 0..d {
+                let _ = writeln!(
+                    s,
+                    "\\set k{i} random({}, {})",
+                    i * 100_000 / d + 1,
+                    (i + 1) * 100_000 / d
+                );
+            }
+            s.push_str("\\startpipeline\n");
+            for i in 0..d {
+                s.push_str(&upsert(&format!("k{i}")));
+            }
+            s.push_str("\\endpipeline\n");
+        }
+        let path = self.root.join(format!("upsert-{depth}.sql"));
+        std::fs::write(&path, s)?;
+        Ok(path)
     }
 }
 
@@ -593,26 +649,25 @@ fn append_to(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL primary + streaming standby `s1`, synchronous (FIRST 1 (s1)).
-fn start_pg(env: &Env) -> Result<Pg> {
+/// A PostgreSQL primary in `<tmp>/<name>/primary`, started, with `conf`
+/// appended to its postgresql.conf.
+fn start_pg_primary(env: &Env, name: &str, conf: &str) -> Result<Pg> {
     let bin = env.o.pgbin.clone();
     if !bin.join("initdb").exists() {
         bail!("PostgreSQL not found under {}", bin.display());
     }
-    let root = env.tmp.join("pg");
+    let root = env.tmp.join(name);
     std::fs::create_dir_all(&root)?;
     run_output(Command::new("chown").arg("postgres").arg(&root))?;
     let dir = root.join("primary");
-    let sdir = root.join("standby");
     let logdir = root.join("logs");
     let pport = free_port()?;
-    let sport = free_port()?;
     let pg = Pg {
         bin: bin.clone(),
+        root: root.clone(),
         dir: dir.clone(),
         port: pport,
         logdir: logdir.clone(),
-        script: root.join("upsert.sql"),
     };
     reg().pgbin = Some(bin.clone());
     run_output(
@@ -626,8 +681,7 @@ fn start_pg(env: &Env) -> Result<Pg> {
         &format!(
             "\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
          wal_level = replica\nmax_wal_senders = 4\nmax_connections = 200\n\
-         synchronous_standby_names = 'FIRST 1 (s1)'\nsynchronous_commit = on\nfsync = on\n\
-         shared_buffers = 256MB\n",
+         fsync = on\nshared_buffers = 256MB\n{conf}",
             root.display()
         ),
     )?;
@@ -637,20 +691,21 @@ fn start_pg(env: &Env) -> Result<Pg> {
     )?;
     reg().pg_dirs.push(dir.clone());
     pg.start(&dir, &root.join("primary.log"))?;
-    run_output(
-        pg.as_pg("pg_basebackup")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pport.to_string(),
-                "-U",
-                "postgres",
-                "-R",
-                "-D",
-            ])
-            .arg(&sdir),
+    std::fs::create_dir_all(&logdir)?;
+    run_output(Command::new("chown").arg("postgres").arg(&logdir))?;
+    Ok(pg)
+}
+
+/// PostgreSQL primary + streaming standby `s1`, synchronous (FIRST 1 (s1)).
+fn start_pg(env: &Env) -> Result<Pg> {
+    let pg = start_pg_primary(
+        env,
+        "pg",
+        "synchronous_standby_names = 'FIRST 1 (s1)'\nsynchronous_commit = on\n",
     )?;
+    let sdir = pg.root.join("standby");
+    let sport = free_port()?;
+    pg.basebackup(&sdir, &["-R"])?;
     append_to(
         &sdir.join("postgresql.conf"),
         &format!("\nport = {sport}\n"),
@@ -658,11 +713,12 @@ fn start_pg(env: &Env) -> Result<Pg> {
     append_to(
         &sdir.join("postgresql.auto.conf"),
         &format!(
-            "primary_conninfo = 'host=127.0.0.1 port={pport} user=postgres application_name=s1'\n"
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=s1'\n",
+            pg.port
         ),
     )?;
     reg().pg_dirs.push(sdir.clone());
-    pg.start(&sdir, &root.join("standby.log"))?;
+    pg.start(&sdir, &pg.root.join("standby.log"))?;
     wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
         pg.psql("select sync_state from pg_stat_replication where application_name='s1'")
             .map(|s| s == "sync")
@@ -671,13 +727,6 @@ fn start_pg(env: &Env) -> Result<Pg> {
     .context("PostgreSQL standby never became synchronous")?;
     pg.psql("create table kv (k int primary key, v text)")?;
     pg.psql("insert into kv select g, repeat('x', 100) from generate_series(1, 100000) g")?;
-    std::fs::write(
-        &pg.script,
-        "\\set k random(1, 100000)\n\
-         INSERT INTO kv VALUES (:k, repeat('y', 100)) ON CONFLICT (k) DO UPDATE SET v = excluded.v;\n",
-    )?;
-    std::fs::create_dir_all(&logdir)?;
-    run_output(Command::new("chown").arg("postgres").arg(&logdir))?;
     Ok(pg)
 }
 
@@ -729,9 +778,12 @@ fn redis_benchmark(port: u16, test: &str, clients: u32, pipeline: u32, n: u64) -
     })
 }
 
-/// pgbench upserting 100-byte values over 100k keys for `secs`; tps, and
-/// p50/p99 from the per-transaction log.
-fn pgbench(pg: &Pg, level: &str, clients: u32, secs: f64) -> Result<Cell> {
+/// pgbench upserting 100-byte values over 100k keys for `secs`, `pipeline`
+/// statements per transaction (see `Pg::script`): statements/s (tps ×
+/// `pipeline`, to compare with redis-benchmark's requests/s), and p50/p99
+/// per transaction from the per-transaction log.
+fn pgbench(pg: &Pg, level: &str, clients: u32, pipeline: u32, secs: f64) -> Result<Cell> {
+    let script = pg.script(pipeline)?;
     for e in std::fs::read_dir(&pg.logdir)?.flatten() {
         let _ = std::fs::remove_file(e.path());
     }
@@ -751,7 +803,7 @@ fn pgbench(pg: &Pg, level: &str, clients: u32, secs: f64) -> Result<Cell> {
         .args(["-j", &clients.min(2).to_string()])
         .args(["-T", &(secs.ceil() as u64).max(1).to_string()])
         .arg("-f")
-        .arg(&pg.script)
+        .arg(&script)
         .arg("postgres");
     let out = run_output(&mut c)?;
     let tps: f64 = out
@@ -776,7 +828,7 @@ fn pgbench(pg: &Pg, level: &str, clients: u32, secs: f64) -> Result<Cell> {
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(Cell {
-        rps: tps,
+        rps: tps * pipeline.max(1) as f64,
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
     })
@@ -1012,6 +1064,19 @@ struct Target {
     kind: Kind,
 }
 
+/// The label of `target` in workload `w`: PostgreSQL's pipelined cell runs
+/// `w.pipeline` upserts per pgbench transaction and counts statements.
+fn row_label(target: &str, label: &str, w: &Workload) -> String {
+    if target.starts_with("pg-") && w.pipeline > 1 {
+        format!(
+            "{label}; pgbench `\\startpipeline` {0} upserts `\\endpipeline` per transaction, statements/s = tps × {0}",
+            w.pipeline
+        )
+    } else {
+        label.to_string()
+    }
+}
+
 const REDIS_REF: &str = "redis-always-replica";
 const PG_REF: &str = "pg-on";
 
@@ -1148,16 +1213,13 @@ fn section_set(env: &Env) -> Result<SetResults> {
                         redis_benchmark(*port, "set", w.clients, w.pipeline, n)?
                     }
                     Kind::Pg(level) => {
-                        if w.pipeline > 1 {
-                            continue;
-                        }
-                        pgbench(pg.as_ref().unwrap(), level, w.clients, o.secs)?
+                        pgbench(pg.as_ref().unwrap(), level, w.clients, w.pipeline, o.secs)?
                     }
                 };
                 eprintln!(
                     "[set rep {}] {:<40} {:<18} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (load {})",
                     rep + 1,
-                    t.label,
+                    row_label(t.key, t.label, w),
                     w.label,
                     cell.rps,
                     cell.p50,
@@ -1174,15 +1236,8 @@ fn section_set(env: &Env) -> Result<SetResults> {
     drop(keep);
     drop(redis);
     if let Some(pg) = pg {
-        for d in [pg.dir.clone(), pg.dir.with_file_name("standby")] {
-            let _ = run_output(
-                pg.as_pg("pg_ctl")
-                    .arg("-D")
-                    .arg(&d)
-                    .args(["stop", "-m", "fast"]),
-            );
-            reg().pg_dirs.retain(|x| x != &d);
-        }
+        pg.stop(&pg.dir);
+        pg.stop(&pg.root.join("standby"));
     }
     Ok(res)
 }
@@ -1296,50 +1351,129 @@ fn last_recovery_line(log: &Path) -> (Option<u64>, Option<u64>) {
     (field("ms"), field("records"))
 }
 
+/// The page cache at a restart after SIGKILL.
+#[derive(Clone, Copy)]
+enum Cache {
+    /// What was written (and read by the previous recovery) is still cached.
+    Warm,
+    /// `sync` and `echo 3 > /proc/sys/vm/drop_caches` between the kill and
+    /// the restart: the log, and the binary, are read from the disk.
+    Cold,
+}
+
+impl Cache {
+    const BOTH: [Cache; 2] = [Cache::Warm, Cache::Cold];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cache::Warm => "warm",
+            Cache::Cold => "cold",
+        }
+    }
+}
+
+/// `sync`, then drop the page cache, dentries and inodes (needs root).
+fn drop_caches() -> Result<()> {
+    run_output(&mut Command::new("sync"))?;
+    std::fs::write("/proc/sys/vm/drop_caches", "3").context("writing 3 to /proc/sys/vm/drop_caches")
+}
+
+/// Kills `p` with SIGKILL, drops the page cache for `Cache::Cold`, restarts
+/// it with `restart` and waits until PING answers: the seconds from the
+/// restart, or why the cache could not be dropped (the process is then
+/// restarted all the same, for what follows, but not timed).
+fn kill_restart(
+    p: &mut Proc,
+    cache: Cache,
+    restart: impl FnOnce() -> Result<Proc>,
+) -> Result<Result<f64, String>> {
+    p.kill9();
+    let dropped = match cache {
+        Cache::Warm => Ok(()),
+        Cache::Cold => drop_caches().map_err(|e| format!("{e:#}")),
+    };
+    let t0 = Instant::now();
+    *p = restart()?;
+    wait_ping(p.port, Duration::from_secs(900))?;
+    Ok(dropped.map(|()| t0.elapsed().as_secs_f64()))
+}
+
+/// Names a recovery row: `key` (suffixed `-cold` for a cold cache) and the
+/// cache, the case label with the cache in it, and the `scenario` shared by
+/// a case's warm- and cold-cache rows.
+fn cached(mut row: Value, key: &str, cache: Cache) -> Value {
+    let scenario = row["case"].as_str().unwrap_or("").to_string();
+    row["case"] = json!(format!("{scenario} ({} cache)", cache.name()));
+    row["scenario"] = json!(scenario);
+    row["cache"] = json!(cache.name());
+    row["key"] = json!(match cache {
+        Cache::Warm => key.to_string(),
+        Cache::Cold => format!("{key}-cold"),
+    });
+    row
+}
+
+/// A row for a cold-cache case that could not drop the page cache.
+fn skipped_row(case: String, system: &str, reason: String) -> Value {
+    eprintln!("[recovery] {case}, cold cache: skipped: {reason}");
+    json!({ "case": case, "system": system, "skipped": reason })
+}
+
+/// `kill -9` of walship `p` and a restart, timed, with a warm and then with
+/// a cold page cache: two rows, named `key`.
 fn kill_and_recover(
     env: &Env,
     p: &mut Proc,
     name: &str,
     args: &[&str],
     label: &str,
-) -> Result<Value> {
-    let end = info_u64(p.port, "persistence", "wal_end_lsn")?;
-    let ckpt = info_u64(p.port, "persistence", "last_checkpoint_lsn")?;
-    let keys: u64 = cmd(p.port, &["DBSIZE"])?.parse()?;
-    let wal_on_disk = dir_size(&p.dir.join("wal"));
-    p.kill9();
-    let port = p.port;
-    let t0 = Instant::now();
-    *p = env.walship_at(name, port, args)?;
-    wait_ping(port, Duration::from_secs(900))?;
-    let secs = t0.elapsed().as_secs_f64();
-    let i = info(port, "replication")?;
-    let consistent = i
-        .get("walship_consistent")
-        .map(|s| s == "1")
-        .unwrap_or(false);
-    let keys_after: u64 = cmd(port, &["DBSIZE"])?.parse()?;
-    let (ms, records) = last_recovery_line(&p.log);
-    let replay = end.saturating_sub(ckpt);
-    eprintln!(
-        "[recovery] {label}: {:.2} s to PING ({} ms engine recovery, {} records, {:.0} MiB WAL after the checkpoint), consistent={consistent}, keys {keys} -> {keys_after}",
-        secs,
-        ms.map_or("?".into(), |v| v.to_string()),
-        records.map_or("?".into(), |v| v.to_string()),
-        replay as f64 / MIB as f64
-    );
-    let mut row = recovery_row(
-        format!("walship: {label}"),
-        "walship",
-        replay,
-        (keys, keys_after),
-        consistent,
-        secs,
-        ms,
-    );
-    row["wal_bytes_on_disk"] = json!(wal_on_disk);
-    row["records_replayed"] = json!(records);
-    Ok(row)
+    key: &str,
+) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for cache in Cache::BOTH {
+        let end = info_u64(p.port, "persistence", "wal_end_lsn")?;
+        let ckpt = info_u64(p.port, "persistence", "last_checkpoint_lsn")?;
+        let keys: u64 = cmd(p.port, &["DBSIZE"])?.parse()?;
+        let wal_on_disk = dir_size(&p.dir.join("wal"));
+        let port = p.port;
+        let case = format!("walship: {label}");
+        let secs = match kill_restart(p, cache, || env.walship_at(name, port, args))? {
+            Ok(secs) => secs,
+            Err(reason) => {
+                rows.push(cached(skipped_row(case, "walship", reason), key, cache));
+                continue;
+            }
+        };
+        let i = info(port, "replication")?;
+        let consistent = i
+            .get("walship_consistent")
+            .map(|s| s == "1")
+            .unwrap_or(false);
+        let keys_after: u64 = cmd(port, &["DBSIZE"])?.parse()?;
+        let (ms, records) = last_recovery_line(&p.log);
+        let replay = end.saturating_sub(ckpt);
+        eprintln!(
+            "[recovery] {label}, {} cache: {:.2} s to PING ({} ms engine recovery, {} records, {:.0} MiB WAL after the checkpoint), consistent={consistent}, keys {keys} -> {keys_after}",
+            cache.name(),
+            secs,
+            ms.map_or("?".into(), |v| v.to_string()),
+            records.map_or("?".into(), |v| v.to_string()),
+            replay as f64 / MIB as f64
+        );
+        let mut row = recovery_row(
+            case,
+            "walship",
+            replay,
+            (keys, keys_after),
+            consistent,
+            secs,
+            ms,
+        );
+        row["wal_bytes_on_disk"] = json!(wal_on_disk);
+        row["records_replayed"] = json!(records);
+        rows.push(cached(row, key, cache));
+    }
+    Ok(rows)
 }
 
 /// Writes 64 KiB values over `key_space` keys until the WAL end passes `target`.
@@ -1360,12 +1494,6 @@ fn fill_wal(port: u16, target: u64, key_space: u64) -> Result<()> {
     }
 }
 
-fn tag(rows: &mut [Value], key: &str) {
-    if let Some(r) = rows.last_mut() {
-        r["key"] = json!(key);
-    }
-}
-
 fn section_recovery(env: &Env) -> Result<Value> {
     let (small, big) = if env.o.quick {
         (256 * MIB, GIB)
@@ -1379,48 +1507,48 @@ fn section_recovery(env: &Env) -> Result<Value> {
     wait_ping(p.port, Duration::from_secs(60))?;
     let gib = |b: u64| format!("{:.2} GiB", b as f64 / GIB as f64);
     fill_wal(p.port, small, 1024)?;
-    rows.push(kill_and_recover(
+    rows.extend(kill_and_recover(
         env,
         &mut p,
         "recovery",
         &args,
         &format!("{} of WAL, 64 KiB values", gib(small)),
+        "walship-big1",
     )?);
-    tag(&mut rows, "walship-big1");
     fill_wal(p.port, big, 1024)?;
-    rows.push(kill_and_recover(
+    rows.extend(kill_and_recover(
         env,
         &mut p,
         "recovery",
         &args,
         &format!("{} of WAL, 64 KiB values", gib(big)),
+        "walship-big2",
     )?);
-    tag(&mut rows, "walship-big2");
     cmd_timeout(p.port, &["SAVE"], Duration::from_secs(600))?;
-    rows.push(kill_and_recover(
+    rows.extend(kill_and_recover(
         env,
         &mut p,
         "recovery",
         &args,
         "same data just after SAVE (checkpoint)",
+        "walship-big-ckpt",
     )?);
-    tag(&mut rows, "walship-big-ckpt");
     drop(p);
     let _ = std::fs::remove_dir_all(env.tmp.join("recovery"));
 
     let mut q = env.walship("recovery-small", &args)?;
     wait_ping(q.port, Duration::from_secs(60))?;
     load(q.port, small_keys, small_keys, 100, 4, 256)?;
-    rows.push(kill_and_recover(
+    rows.extend(kill_and_recover(
         env,
         &mut q,
         "recovery-small",
         &args,
         &format!("{}k keys, 100-byte values, all in WAL", small_keys / 1000),
+        "walship-small",
     )?);
-    tag(&mut rows, "walship-small");
     cmd_timeout(q.port, &["SAVE"], Duration::from_secs(600))?;
-    rows.push(kill_and_recover(
+    rows.extend(kill_and_recover(
         env,
         &mut q,
         "recovery-small",
@@ -1429,15 +1557,16 @@ fn section_recovery(env: &Env) -> Result<Value> {
             "{}k keys, 100-byte values, just after SAVE",
             small_keys / 1000
         ),
+        "walship-small-ckpt",
     )?);
-    tag(&mut rows, "walship-small-ckpt");
     drop(q);
     let _ = std::fs::remove_dir_all(env.tmp.join("recovery-small"));
     let vs = 64 * 1024u64;
-    rows.push(redis_recovery(
+    rows.extend(redis_recovery(
         env,
         "recovery-redis",
         &format!("{} of AOF, 64 KiB values", gib(small)),
+        "redis-big1",
         |port, dir| {
             while dir_size(dir) < small {
                 let count = (small - dir_size(dir)).div_ceil(vs + 40).max(16);
@@ -1446,66 +1575,77 @@ fn section_recovery(env: &Env) -> Result<Value> {
             Ok(())
         },
     )?);
-    tag(&mut rows, "redis-big1");
-    rows.push(redis_recovery(
+    rows.extend(redis_recovery(
         env,
         "recovery-redis-small",
         &format!("{}k keys, 100-byte values, all in AOF", small_keys / 1000),
+        "redis-small",
         |port, _| load(port, small_keys, small_keys, 100, 4, 256).map(|_| ()),
     )?);
-    tag(&mut rows, "redis-small");
     Ok(
-        json!({ "note": "WAL written just before the kill is in the page cache: these are warm-cache recoveries", "rows": rows }),
+        json!({ "note": "Each case is timed twice: warm cache, right after the writes (the log written just before the kill is still in the page cache), then, killed again, cold cache: after the kill `sync` and `echo 3 > /proc/sys/vm/drop_caches`, so the log and the binary are read from the disk", "rows": rows }),
     )
 }
 
 /// Redis 7 with `appendfsync always` and AOF rewrites off, filled by `fill`,
-/// killed with SIGKILL and restarted: time until PING answers (Redis
-/// answers -LOADING until the AOF is loaded).
+/// killed with SIGKILL and restarted, with a warm and then with a cold page
+/// cache: time until PING answers (Redis answers -LOADING until the AOF is
+/// loaded). Two rows, named `key`.
 fn redis_recovery(
     env: &Env,
     name: &str,
     label: &str,
+    key: &str,
     fill: impl FnOnce(u16, &Path) -> Result<()>,
-) -> Result<Value> {
+) -> Result<Vec<Value>> {
     let extra = ["--auto-aof-rewrite-percentage", "0"];
     let port = free_port()?;
     let mut r = env.redis_at(name, port, "always", None, &extra)?;
     wait_ping(port, Duration::from_secs(30))?;
     fill(port, &r.dir)?;
-    let aof = dir_size(&r.dir);
-    let keys: u64 = cmd(port, &["DBSIZE"])?.parse()?;
-    r.kill9();
-    let t0 = Instant::now();
-    r = env.redis_at(name, port, "always", None, &extra)?;
-    wait_ping(port, Duration::from_secs(900))?;
-    let secs = t0.elapsed().as_secs_f64();
-    let keys_after: u64 = cmd(port, &["DBSIZE"])?.parse()?;
-    // "DB loaded from append only file: 1.234 seconds"
-    let text = std::fs::read_to_string(&r.log).unwrap_or_default();
-    let ms = text
-        .lines()
-        .rev()
-        .find(|l| l.contains("DB loaded from"))
-        .and_then(|l| l.rsplit(": ").next())
-        .and_then(|v| v.trim_end_matches(" seconds").trim().parse::<f64>().ok())
-        .map(|s| (s * 1000.0).round() as u64);
+    let mut rows = Vec::new();
+    for cache in Cache::BOTH {
+        let aof = dir_size(&r.dir);
+        let keys: u64 = cmd(port, &["DBSIZE"])?.parse()?;
+        let case = format!("Redis: {label}");
+        let restart = || env.redis_at(name, port, "always", None, &extra);
+        let secs = match kill_restart(&mut r, cache, restart)? {
+            Ok(secs) => secs,
+            Err(reason) => {
+                rows.push(cached(skipped_row(case, "redis", reason), key, cache));
+                continue;
+            }
+        };
+        let keys_after: u64 = cmd(port, &["DBSIZE"])?.parse()?;
+        // "DB loaded from append only file: 1.234 seconds"
+        let text = std::fs::read_to_string(&r.log).unwrap_or_default();
+        let ms = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("DB loaded from"))
+            .and_then(|l| l.rsplit(": ").next())
+            .and_then(|v| v.trim_end_matches(" seconds").trim().parse::<f64>().ok())
+            .map(|s| (s * 1000.0).round() as u64);
+        eprintln!(
+            "[recovery] Redis AOF, {label}, {} cache: {secs:.2} s to PING ({} ms loading, {:.0} MiB AOF), keys {keys} -> {keys_after}",
+            cache.name(),
+            ms.map_or("?".into(), |v| v.to_string()),
+            aof as f64 / MIB as f64
+        );
+        let row = recovery_row(
+            case,
+            "redis",
+            aof,
+            (keys, keys_after),
+            keys == keys_after,
+            secs,
+            ms,
+        );
+        rows.push(cached(row, key, cache));
+    }
     drop(r);
     let _ = std::fs::remove_dir_all(env.tmp.join(name));
-    eprintln!(
-        "[recovery] Redis AOF, {label}: {secs:.2} s to PING ({} ms loading, {:.0} MiB AOF), keys {keys} -> {keys_after}",
-        ms.map_or("?".into(), |v| v.to_string()),
-        aof as f64 / MIB as f64
-    );
-    Ok(recovery_row(
-        format!("Redis: {label}"),
-        "redis",
-        aof,
-        (keys, keys_after),
-        keys == keys_after,
-        secs,
-        ms,
-    ))
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------
@@ -1607,7 +1747,71 @@ fn section_catchup(env: &Env) -> Result<Value> {
         format!("{}k keys of 100 bytes", small_keys / 1000),
     )?;
     drop(q);
-    Ok(json!({ "catchup": catchup, "base_backup": backups_out }))
+    // Without PostgreSQL (or root) the walship figures still count.
+    let pg = match pg_base_backup(env, bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            check_stop()?;
+            eprintln!("[basebackup] PostgreSQL: failed: {e:#}");
+            json!({ "error": format!("{e:#}") })
+        }
+    };
+    Ok(json!({ "catchup": catchup, "base_backup": backups_out, "pg_base_backup": pg }))
+}
+
+/// PostgreSQL 15 beside walship's base backup: a primary holding about
+/// `bytes` in a table of 1000-byte rows (below the TOAST threshold, so not
+/// compressed), after a CHECKPOINT, copied by `pg_basebackup -X stream -c
+/// fast` over loopback as the postgres user; bytes = the backup directory.
+fn pg_base_backup(env: &Env, bytes: u64) -> Result<Value> {
+    let pg = start_pg_primary(env, "pg-basebackup", "")?;
+    let measure = || -> Result<Value> {
+        pg.psql("create table kv (k bigint primary key, v text)")?;
+        let size =
+            || -> Result<u64> { Ok(pg.psql("select pg_total_relation_size('kv')")?.parse()?) };
+        // A first 10k rows give the bytes per row; then batches of at most
+        // 200k rows up to `bytes`.
+        let mut rows = 0u64;
+        loop {
+            let now = size()?;
+            if now >= bytes {
+                break;
+            }
+            let n = if rows == 0 {
+                10_000
+            } else {
+                ((bytes - now) as f64 * rows as f64 / now as f64).ceil() as u64
+            };
+            let n = n.clamp(1000, 200_000);
+            pg.psql(&format!(
+                "insert into kv select g, repeat('x', 1000) from generate_series({}, {}) g",
+                rows + 1,
+                rows + n
+            ))?;
+            rows += n;
+        }
+        let table = size()?;
+        pg.psql("checkpoint")?;
+        let dest = pg.root.join("backup");
+        let t0 = Instant::now();
+        pg.basebackup(&dest, &["-X", "stream", "-c", "fast"])?;
+        let secs = t0.elapsed().as_secs_f64();
+        let size = dir_size(&dest);
+        let _ = std::fs::remove_dir_all(&dest);
+        let mb_s = size as f64 / 1e6 / secs;
+        eprintln!(
+            "[basebackup] PostgreSQL: {rows} rows of 1000 bytes (table + index {:.0} MiB), pg_basebackup of {:.0} MiB in {secs:.2} s ({mb_s:.0} MB/s)",
+            table as f64 / MIB as f64,
+            size as f64 / MIB as f64
+        );
+        Ok(
+            json!({ "case": format!("{}k rows of 1000 bytes", rows / 1000), "rows": rows, "table_bytes": table, "bytes": size, "secs": secs, "mb_per_s": mb_s }),
+        )
+    };
+    let res = measure();
+    pg.stop(&pg.dir);
+    let _ = std::fs::remove_dir_all(&pg.root);
+    res
 }
 
 // ---------------------------------------------------------------------------
@@ -1919,7 +2123,7 @@ fn report(
     if let Some(set) = set {
         let _ = writeln!(
             md,
-            "## SET throughput and latency\n\nredis-benchmark `-t set -d 100 -r 100000` (PostgreSQL: pgbench `-M prepared` upserting 100-byte values over 100k keys, one statement per transaction; latency from its per-transaction log). walship with `--fsync always`; Redis with `appendonly yes`; every replica/standby on this machine. Ratios are this row's median over the reference's median at the same client count.\n"
+            "## SET throughput and latency\n\nredis-benchmark `-t set -d 100 -r 100000` (PostgreSQL: pgbench `-M prepared` upserting 100-byte values over 100k keys, one statement per transaction; latency from its per-transaction log). In the `-P 16` table PostgreSQL runs 16 upserts between `\\startpipeline` and `\\endpipeline` per pgbench transaction (one implicit transaction, one commit), and its req/s is statements/s, pgbench's tps × 16, to compare with redis-benchmark's requests/s; its latency is per 16-statement transaction, as redis-benchmark's is per 16-command batch. walship with `--fsync always`; Redis with `appendonly yes`; every replica/standby on this machine. Ratios are this row's median over the reference's median at the same client count.\n"
         );
         for w in &WORKLOADS {
             let _ = writeln!(md, "### {}\n\n| setup | req/s | p50 ms | p99 ms | vs Redis always + replica | vs PostgreSQL sync on | runs (req/s) |\n|---|---:|---:|---:|---:|---:|---|", w.label);
@@ -1936,7 +2140,8 @@ fn report(
                     .join(" / ");
                 let _ = writeln!(
                     md,
-                    "| {tl} | {} | {} | {} | {} | {} | {runs} |",
+                    "| {} | {} | {} | {} | {} | {} | {runs} |",
+                    row_label(tk, tl, w),
                     f0(c.rps),
                     f3(c.p50),
                     f3(c.p99),
@@ -2051,6 +2256,15 @@ fn report(
         let _ = writeln!(md, "## Recovery after SIGKILL\n\n`kill -9`, then the time from starting the process until it answers PING (walship opens its port only after recovery; Redis answers `-LOADING` until its AOF is loaded), the server's own figure from its log (walship's `recovery complete ... ms=`, Redis's `DB loaded from append only file`), and log replayed per second. walship `--fsync always --checkpoint-every 1t`; Redis `appendfsync always`, AOF rewrites off, so both replay every write. {}.\n\n| case | log to replay | keys | to PING s | own recovery ms | replay MB/s | consistent |\n|---|---:|---:|---:|---:|---:|---|", r["note"].as_str().unwrap_or(""));
         let rows = r["rows"].as_array().cloned().unwrap_or_default();
         for x in &rows {
+            if let Some(why) = x["skipped"].as_str() {
+                let _ = writeln!(
+                    md,
+                    "| {} | skipped: {} | | | | | |",
+                    x["case"].as_str().unwrap_or(""),
+                    why.replace('|', "/")
+                );
+                continue;
+            }
             let _ = writeln!(
                 md,
                 "| {} | {:.0} MiB | {} | {:.2} | {} | {} | {} |",
@@ -2068,35 +2282,50 @@ fn report(
                 .find(|r| r["key"] == k)
                 .and_then(|r| r["secs_to_ping"].as_f64())
         };
-        for (w, r, what) in [
-            (
-                "walship-big1",
-                "redis-big1",
-                "the same volume of 64 KiB values",
-            ),
-            ("walship-small", "redis-small", "the same 100-byte keys"),
-        ] {
-            if let (Some(a), Some(b)) = (by(w), by(r)) {
-                let _ = writeln!(
-                    md,
-                    "\nwalship / Redis recovery time, {what}: **{}** (below 1 is faster).",
-                    ratio(a, Some(b))
-                );
+        for (cache, sfx) in [("warm", ""), ("cold", "-cold")] {
+            for (w, r, what) in [
+                (
+                    "walship-big1",
+                    "redis-big1",
+                    "the same volume of 64 KiB values",
+                ),
+                ("walship-small", "redis-small", "the same 100-byte keys"),
+            ] {
+                if let (Some(a), Some(b)) = (by(&format!("{w}{sfx}")), by(&format!("{r}{sfx}"))) {
+                    let _ = writeln!(
+                        md,
+                        "\nwalship / Redis recovery time, {what}, {cache} cache: **{}** (below 1 is faster).",
+                        ratio(a, Some(b))
+                    );
+                }
             }
         }
         md.push('\n');
+        // One bar per case in a "warm cache" and a "cold cache" group.
+        let mut scenarios: Vec<&str> = Vec::new();
+        for x in &rows {
+            let sc = x["scenario"].as_str().unwrap_or("");
+            if !scenarios.contains(&sc) {
+                scenarios.push(sc);
+            }
+        }
+        let secs_of = |sc: &str, cache: &str| {
+            rows.iter()
+                .find(|x| x["scenario"] == sc && x["cache"] == cache)
+                .and_then(|x| x["secs_to_ping"].as_f64())
+        };
         charts.push((
             "perf-recovery.svg".into(),
             bar_chart(
                 "Recovery after kill -9 (seconds until PING answers)",
                 "seconds",
-                &["recovery".to_string()],
-                &rows
+                &["warm cache".to_string(), "cold cache".to_string()],
+                &scenarios
                     .iter()
-                    .map(|x| {
+                    .map(|sc| {
                         (
-                            x["case"].as_str().unwrap_or("").to_string(),
-                            vec![x["secs_to_ping"].as_f64()],
+                            sc.to_string(),
+                            vec![secs_of(sc, "warm"), secs_of(sc, "cold")],
                         )
                     })
                     .collect::<Vec<_>>(),
@@ -2123,6 +2352,33 @@ fn report(
                 b["bytes"].as_f64().unwrap_or(0.0) / MIB as f64,
                 b["secs"].as_f64().unwrap_or(f64::NAN),
                 f0(b["mb_per_s"].as_f64().unwrap_or(f64::NAN))
+            );
+        }
+        let pb = &c["pg_base_backup"];
+        if let Some(e) = pb["error"].as_str() {
+            let _ = writeln!(
+                md,
+                "| PostgreSQL 15 `pg_basebackup`: failed: {} | | | |",
+                e.replace('|', "/").replace('\n', " ")
+            );
+        } else if pb.is_object() {
+            let _ = writeln!(
+                md,
+                "| PostgreSQL 15: `pg_basebackup -h 127.0.0.1 -X stream -c fast` (as postgres, plain format, fsynced) of a primary holding {} ({:.0} MiB table + index), after a CHECKPOINT; bytes = backup directory | {:.0} MiB | {:.2} | {} |",
+                pb["case"].as_str().unwrap_or(""),
+                pb["table_bytes"].as_f64().unwrap_or(0.0) / MIB as f64,
+                pb["bytes"].as_f64().unwrap_or(0.0) / MIB as f64,
+                pb["secs"].as_f64().unwrap_or(f64::NAN),
+                f0(pb["mb_per_s"].as_f64().unwrap_or(f64::NAN))
+            );
+            let walship = c["base_backup"]
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|b| b["mb_per_s"].as_f64());
+            let _ = writeln!(
+                md,
+                "\nwalship base backup (64 KiB values) / PostgreSQL `pg_basebackup`, MB/s: **{}** (above 1 is faster).",
+                ratio(walship.unwrap_or(f64::NAN), pb["mb_per_s"].as_f64())
             );
         }
         md.push('\n');
@@ -2161,7 +2417,8 @@ fn report(
                 };
                 let runs = &set.runs[&(tk.to_string(), w.key.to_string())];
                 rows.push(json!({
-                    "target": tk, "label": tl, "workload": w.key, "clients": w.clients, "pipeline": w.pipeline,
+                    "target": tk, "label": row_label(tk, tl, w), "workload": w.key, "clients": w.clients, "pipeline": w.pipeline,
+                    "rps_unit": if tk.starts_with("pg-") && w.pipeline > 1 { "statements/s (pgbench tps × pipeline)" } else if tk.starts_with("pg-") { "transactions/s (one statement each)" } else { "requests/s" },
                     "rps": c.rps, "p50_ms": c.p50, "p99_ms": c.p99,
                     "rps_vs_redis_always_replica": set.med(REDIS_REF, w.key).map(|r| c.rps / r.rps),
                     "rps_vs_pg_sync_on": set.med(PG_REF, w.key).map(|r| c.rps / r.rps),
