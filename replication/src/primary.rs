@@ -699,7 +699,11 @@ impl Hub {
             sent = self.send_base_backup(conn, wr).await?;
             let mut p = conn.progress.lock();
             p.state = StandbyState::Catchup;
-            (p.sent, p.write, p.flush, p.apply) = (sent, sent, sent, sent);
+            // IMPORTANT: only sent. The standby has written, flushed and
+            // applied nothing until it installed the backup and says so in a
+            // status report; counting it earlier would acknowledge
+            // synchronous writes it could still lose.
+            p.sent = sent;
         }
         // Reader: status reports from the standby.
         let (done_tx, mut done_rx) = watch::channel(None::<String>);

@@ -15,7 +15,7 @@ use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PRO
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -87,6 +87,27 @@ pub struct Receiver {
     status: Mutex<ReceiverStatus>,
     /// Set when a rewind could not be done locally: ask for a base backup.
     needs_base_backup: AtomicBool,
+    /// Engine replacements (base backup install, rewind) running on a
+    /// blocking thread. They finish even if the session is dropped, so the
+    /// receiver reports `stopped` only once none is left: a promotion must
+    /// not begin an epoch on an engine about to be replaced.
+    swaps: Arc<AtomicUsize>,
+}
+
+/// Counts one engine replacement in flight until dropped.
+struct SwapInFlight(Arc<AtomicUsize>);
+
+impl SwapInFlight {
+    fn new(swaps: &Arc<AtomicUsize>) -> SwapInFlight {
+        swaps.fetch_add(1, Ordering::AcqRel);
+        SwapInFlight(swaps.clone())
+    }
+}
+
+impl Drop for SwapInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Receiver {
@@ -102,6 +123,7 @@ impl Receiver {
             config,
             status: Mutex::new(status),
             needs_base_backup: AtomicBool::new(false),
+            swaps: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -158,6 +180,9 @@ impl Receiver {
                 _ = stop.changed() => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        while self.swaps.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         self.set_state("stopped");
     }
@@ -287,10 +312,14 @@ impl Receiver {
         tracing::warn!(primary = %self.config.primary, fork_lsn, wal_end = end, "this node's WAL went past the fork point with the primary's history: rewinding");
         self.set_state("rewind");
         let handle = self.handle.clone();
-        let outcome = tokio::task::spawn_blocking(move || handle.rewind(fork_lsn))
-            .await
-            .map_err(|e| ReplError::Storage(e.to_string()))?
-            .map_err(storage)?;
+        let swap = SwapInFlight::new(&self.swaps);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _swap = swap;
+            handle.rewind(fork_lsn)
+        })
+        .await
+        .map_err(|e| ReplError::Storage(e.to_string()))?
+        .map_err(storage)?;
         let saved = match outcome {
             RewindOutcome::NotNeeded => {
                 return Err(ReplError::Protocol(format!(
@@ -383,7 +412,9 @@ impl Receiver {
             }
         }
         let handle = self.handle.clone();
+        let swap = SwapInFlight::new(&self.swaps);
         tokio::task::spawn_blocking(move || -> Result<(), ReplError> {
+            let _swap = swap;
             receiver.finish().map_err(storage)?;
             handle.reopen().map_err(storage)?;
             Ok(())

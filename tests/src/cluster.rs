@@ -317,6 +317,8 @@ pub mod frames {
     pub const WAL_DATA: u8 = 4;
     pub const KEEPALIVE: u8 = 5;
     pub const STATUS: u8 = 6;
+    pub const BACKUP_BEGIN: u8 = 7;
+    pub const BACKUP_END: u8 = 9;
     pub const ERROR: u8 = 10;
 
     /// CRC-32 (IEEE, reflected, as `crc32fast` computes it).
@@ -383,6 +385,16 @@ pub mod frames {
             p.extend_from_slice(&v.to_le_bytes());
         }
         p.extend_from_slice(wal);
+        p
+    }
+
+    /// A `Status` payload: the standby's epoch and its write, flush and
+    /// apply LSNs.
+    pub fn status(epoch: u64, write: u64, flush: u64, apply: u64) -> Vec<u8> {
+        let mut p = Vec::new();
+        for v in [epoch, write, flush, apply, 0] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
         p
     }
 

@@ -17,8 +17,9 @@ fn set(server: &TestServer, key: &str, value: &str) {
     assert_eq!(
         server.raw().command(&["SET", key, value]),
         Reply::Simple("OK".into()),
-        "SET {key} on port {}",
-        server.port()
+        "SET {key} on port {}\n{}",
+        server.port(),
+        server.log_tail()
     );
 }
 
@@ -33,7 +34,7 @@ fn write_batch(server: &TestServer, prefix: &str, count: usize) {
 fn promote(server: &TestServer) {
     match server.raw().command(&["REPLICAOF", "NO", "ONE"]) {
         Reply::Simple(s) if s.starts_with("OK promoted") => {}
-        other => panic!("REPLICAOF NO ONE replied {other:?}"),
+        other => panic!("REPLICAOF NO ONE replied {other:?}\n{}", server.log_tail()),
     }
 }
 
@@ -229,7 +230,14 @@ fn a_deposed_primary_with_a_synchronous_standby_acknowledges_nothing() {
     walship_tests::cluster::wait_until(
         walship_tests::cluster::STREAMING_TIMEOUT,
         || info(&primary).num("walship_fenced") == 1,
-        || format!("old primary fenced: {:#?}", info(&primary)),
+        || {
+            format!(
+                "old primary fenced: {:#?}\n{}\n{}",
+                info(&primary),
+                primary.log_tail(),
+                s2.log_tail()
+            )
+        },
     );
     match early.unwrap_or_else(|| pending.reply()) {
         Reply::Error(e) => assert!(!e.is_empty()),

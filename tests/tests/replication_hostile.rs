@@ -1,7 +1,8 @@
 //! Hostile replication peers change nothing: a standby from another cluster
 //! is refused and keeps its own data; malformed frames sent to a primary's
 //! replication port close that connection only; a fake "primary" sending
-//! garbage WAL or broken frames cannot change a standby's data or WAL end.
+//! garbage WAL or broken frames cannot change a standby's data or WAL end;
+//! a standby that was sent a base backup confirms nothing until it says so.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,7 +13,7 @@ use rand::Rng;
 use walship_tests::cluster::frames::{self, crc32, frame};
 use walship_tests::cluster::{
     info, keyspace, keyspace_diff, start_primary, start_standby, start_with_config_file,
-    wait_caught_up, wait_until, write_config, CONVERGE_TIMEOUT,
+    wait_caught_up, wait_until, write_config, Pending, CONVERGE_TIMEOUT,
 };
 use walship_tests::resp::Reply;
 use walship_tests::seed::rng;
@@ -361,6 +362,91 @@ fn a_hello_from_a_newer_epoch_fences_the_primary_until_it_is_promoted_again() {
     assert_eq!(after.num("walship_fenced"), 0);
     assert!(after.num("walship_epoch") > epoch + 10, "{after:#?}");
     set(&primary, "after", "1");
+}
+
+/// A synchronous write is acknowledged only once its standby reports it
+/// flushed: being sent a base backup that holds the write is not enough (the
+/// standby may not have installed it, and would lose it if promoted).
+#[test]
+fn a_standby_sent_a_base_backup_confirms_nothing_until_it_reports() {
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (fake)"]);
+    // Waits: the only synchronous standby is not connected yet.
+    let mut pending = Pending::send(&primary, &[], &["SET", "k", "v"]);
+    assert_eq!(pending.reply_within(Duration::from_millis(300)), None);
+
+    // A blank standby: the primary sends a base backup, whose checkpoint
+    // holds the waiting write.
+    let con = open_stream(&primary);
+    let mut stream = con.stream().try_clone().expect("clone the stream");
+    stream
+        .write_all(&frame(
+            frames::HELLO,
+            &frames::hello(frames::PROTO_VERSION, 0, 0, 0, "fake"),
+        ))
+        .expect("sending Hello");
+    let mut epoch = None;
+    loop {
+        let (kind, payload) = read_frame(&mut stream);
+        assert!(
+            kind != frames::REFUSE && kind != frames::ERROR,
+            "{}",
+            frames::reason(&payload)
+        );
+        if kind == frames::BACKUP_BEGIN {
+            epoch = Some(u64::from_le_bytes(payload[8..16].try_into().unwrap()));
+        }
+        if kind == frames::BACKUP_END {
+            break;
+        }
+    }
+    let epoch = epoch.expect("a BackupBegin before the BackupEnd");
+    assert_eq!(
+        pending.reply_within(Duration::from_millis(500)),
+        None,
+        "a write was acknowledged on the strength of a base backup the standby never confirmed"
+    );
+
+    // The standby reports that it flushed everything: now it is confirmed.
+    let end = info(&primary).num("master_repl_offset");
+    stream
+        .write_all(&frame(
+            frames::STATUS,
+            &frames::status(epoch, end, end, end),
+        ))
+        .expect("sending Status");
+    assert_eq!(pending.reply(), Reply::Simple("OK".into()));
+}
+
+/// A standby in the middle of a base backup has no consistent state: it is
+/// not promoted, and it goes on with the backup.
+#[test]
+fn a_standby_receiving_a_base_backup_is_not_promoted() {
+    let node = start_primary(&[]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("fake primary listener");
+    listener.set_nonblocking(true).unwrap();
+    let fake_port = listener.local_addr().unwrap().port().to_string();
+    assert_eq!(
+        node.raw().command(&["REPLICAOF", "127.0.0.1", &fake_port]),
+        Reply::Simple("OK".into())
+    );
+    // The fake primary starts a base backup and stalls in the middle.
+    let _stream = serve_one(&listener, |cluster_id, epoch, _| {
+        let all = base_backup_frames(cluster_id, epoch + 1, 1 << 20, 1 << 20, &[0; 64], &[], 0);
+        // Welcome, BackupBegin and part of the first chunk.
+        all[..all.len() / 2].to_vec()
+    });
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || info(&node).field("walship_replication_state") == "backup",
+        || format!("standby receiving the backup: {:#?}", info(&node)),
+    );
+    match node.raw().command(&["REPLICAOF", "NO", "ONE"]) {
+        Reply::Error(e) => assert!(e.contains("base backup"), "{e}"),
+        other => panic!("a standby in the middle of a base backup was promoted: {other:?}"),
+    }
+    let after = info(&node);
+    assert_eq!(after.field("role"), "slave", "{after:#?}");
+    assert_eq!(after.field("walship_replication_state"), "backup");
 }
 
 /// Reads the standby's handshake command up to its last CRLF.
