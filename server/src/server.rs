@@ -175,6 +175,7 @@ impl Server {
         if let Some(t) = admin_task {
             t.abort();
         }
+        shared.replication.stop_receiving().await;
         let store = shared.store.clone();
         tokio::task::spawn_blocking(move || store.shutdown())
             .await
