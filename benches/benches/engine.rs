@@ -111,23 +111,10 @@ fn group_commit(c: &mut Criterion) {
 /// Fills a data directory with about `wal_bytes` of WAL of `value_bytes` values, then closes it.
 fn make_wal(value_bytes: usize, wal_bytes: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir_in(bench_root()).unwrap();
-    let mut cfg = EngineConfig::new(dir.path());
-    cfg.fsync = FsyncPolicy::Never;
-    cfg.checkpoint_every_bytes = 0;
-    let engine = Engine::open(cfg).unwrap();
-    let value = Bytes::from(vec![b'r'; value_bytes]);
-    let mut i = 0u64;
-    while engine.end_lsn() < wal_bytes {
-        let key = Bytes::from(format!("key:{:08}", i % 1_000_000));
-        engine
-            .write(Mutation::Put {
-                key,
-                value: value.clone(),
-            })
-            .unwrap();
-        i += 1;
-    }
-    engine.shutdown().unwrap();
+    walship_bench::fill_wal(dir.path(), value_bytes, wal_bytes, |i| {
+        Bytes::from(format!("key:{:08}", i % 1_000_000))
+    })
+    .unwrap();
     dir
 }
 

@@ -14,10 +14,11 @@
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
-use walship_engine::{Engine, EngineConfig, FsyncPolicy, Mutation};
+use walship_bench::{fill_wal, replay_config};
+use walship_engine::Engine;
 
 // The allocator the server uses (server/src/main.rs), so an open here
 // costs what recovery costs in the server.
@@ -58,30 +59,6 @@ fn parse() -> Result<Opts> {
     Ok(o)
 }
 
-fn config(dir: &Path) -> EngineConfig {
-    let mut cfg = EngineConfig::new(dir);
-    cfg.fsync = FsyncPolicy::Never;
-    cfg.checkpoint_every_bytes = 0;
-    cfg
-}
-
-fn fill(dir: &Path, o: &Opts) -> Result<u64> {
-    let engine = Engine::open(config(dir))?;
-    let value = Bytes::from(vec![b'v'; o.value_bytes]);
-    let target = o.wal_mib << 20;
-    let mut i = 0u64;
-    while engine.end_lsn() < target {
-        let key = Bytes::from(format!("key:{:012}", i % o.keys));
-        engine.write(Mutation::Put {
-            key,
-            value: value.clone(),
-        })?;
-        i += 1;
-    }
-    engine.shutdown()?;
-    Ok(i)
-}
-
 fn cpu_seconds() -> f64 {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given.
@@ -98,7 +75,7 @@ fn main() -> Result<()> {
     if let Some(dir) = &o.open_once {
         let cpu = cpu_seconds();
         let start = Instant::now();
-        let e = Engine::open(config(dir))?;
+        let e = Engine::open(replay_config(dir))?;
         let wall = start.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu;
         println!("{wall} {cpu} {} {}", e.end_lsn(), e.len());
@@ -120,7 +97,10 @@ fn main() -> Result<()> {
             o.value_bytes,
             o.keys
         );
-        let n = fill(&dir, &o)?;
+        let keys = o.keys;
+        let n = fill_wal(&dir, o.value_bytes, o.wal_mib << 20, |i| {
+            Bytes::from(format!("key:{:012}", i % keys))
+        })?;
         eprintln!("{n} records written");
     }
     let exe = std::env::current_exe()?;
