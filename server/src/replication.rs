@@ -33,6 +33,19 @@ pub enum Role {
     },
 }
 
+impl Role {
+    /// Asks the WAL receiver, if this is a standby, to stop; returns it.
+    fn stop_receiver(&self) -> Option<Arc<Receiver>> {
+        match self {
+            Role::Standby { stop, receiver, .. } => {
+                stop.send_replace(true);
+                Some(receiver.clone())
+            }
+            Role::Primary => None,
+        }
+    }
+}
+
 /// Replication state shared by every connection.
 pub struct Replication {
     pub hub: Arc<Hub>,
@@ -121,9 +134,7 @@ impl Replication {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the WAL receiver's event loop: {e}"))?;
         let mut role = self.role.write();
-        if let Role::Standby { stop, .. } = &*role {
-            stop.send_replace(true);
-        }
+        role.stop_receiver();
         // A primary that becomes a standby stops streaming to its own
         // standbys; being re-pointed also lifts a fence.
         self.hub.stop();
@@ -187,11 +198,7 @@ impl Replication {
                         "this standby is receiving a base backup or rewinding; it can be promoted once it has caught up with its primary"
                     );
                 }
-                Role::Standby { stop, receiver, .. } => {
-                    stop.send_replace(true);
-                    Some(receiver.clone())
-                }
-                Role::Primary => None,
+                other => other.stop_receiver(),
             };
             *role = Role::Primary;
             receiver
@@ -228,12 +235,8 @@ impl Replication {
     /// 10 s) until it stopped appending. The role stays: at shutdown, the
     /// engine must not be closed under a receiver still writing to it.
     pub async fn stop_receiving(&self) {
-        let receiver = match &*self.role.read() {
-            Role::Standby { stop, receiver, .. } => {
-                stop.send_replace(true);
-                receiver.clone()
-            }
-            Role::Primary => return,
+        let Some(receiver) = self.role.read().stop_receiver() else {
+            return;
         };
         if !wait_stopped(&receiver).await {
             tracing::warn!("the WAL receiver did not stop within 10 s; closing the engine anyway");
