@@ -11,7 +11,7 @@ use crate::wal::record::{
 };
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
-use crate::wal::writer::{FsyncPolicy, Wal};
+use crate::wal::writer::{CommitDelay, FlushSettings, FsyncPolicy, Wal};
 use crate::wal::Segments;
 use crate::Lsn;
 use bytes::Bytes;
@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub storage: Arc<dyn Storage>,
     /// Cluster id for a new data directory; random when `None`. Ignored when the directory exists.
     pub cluster_id: Option<u64>,
+    /// The group-commit delay (PostgreSQL's `commit_delay`/`commit_siblings`);
+    /// shared, so it can change at runtime. Default off.
+    pub commit_delay: Arc<CommitDelay>,
 }
 
 impl EngineConfig {
@@ -56,6 +59,7 @@ impl EngineConfig {
             max_value_bytes: 512 << 20,
             storage: Arc::new(FsStorage),
             cluster_id: None,
+            commit_delay: Arc::new(CommitDelay::default()),
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct EngineStats {
     pub flush_batches: u64,
     /// `fdatasync` calls on WAL segments.
     pub fsyncs: u64,
+    /// Batches the flusher delayed to let more writers join (`commit_delay`).
+    pub commit_delays: u64,
     /// Segments created.
     pub segments_created: u64,
     /// Segments on disk now.
@@ -300,7 +306,10 @@ impl Engine {
             wal_dir.clone(),
             Segments::from_map(recovered.segments),
             end_lsn,
-            cfg.fsync,
+            FlushSettings {
+                policy: cfg.fsync,
+                commit_delay: cfg.commit_delay.clone(),
+            },
             control.cluster_id,
             cfg.segment_size_bytes,
         );
@@ -843,6 +852,7 @@ impl Engine {
             wal_bytes_written: c.bytes_written.load(Ordering::Relaxed),
             records_appended: c.records_appended.load(Ordering::Relaxed),
             flush_batches: c.flush_batches.load(Ordering::Relaxed),
+            commit_delays: c.commit_delays.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             segments_created: c.segments_created.load(Ordering::Relaxed),
             wal_segments: inner.wal.shared.segments.count() as u64,

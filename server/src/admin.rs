@@ -137,6 +137,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "records_written": s.records_written,
             "fsyncs": s.fsyncs,
             "group_commits": s.group_commits,
+            "commit_delays": s.commit_delays,
             "segments": s.wal_segments,
             "poisoned": s.poisoned,
         },

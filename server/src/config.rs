@@ -15,12 +15,19 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use walship_engine::CommitDelay;
 use walship_replication::{SyncStandbyNames, SynchronousCommit};
 
 pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_BIND: &str = "127.0.0.1";
 pub const DEFAULT_DATA_DIR: &str = "./walship-data";
 pub const DEFAULT_MAX_CLIENTS: u64 = 10_000;
+/// Group-commit delay in microseconds (PostgreSQL's `commit_delay`); see
+/// docs/performance.md for how it was chosen.
+pub const DEFAULT_COMMIT_DELAY_US: u64 = 200;
+/// Writers that must already wait for a flush before it is delayed
+/// (PostgreSQL's `commit_siblings`).
+pub const DEFAULT_COMMIT_SIBLINGS: u64 = 5;
 pub const DEFAULT_MAX_VALUE_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_MAX_KEY_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_PROTO_MAX_BULK_LEN_BYTES: u64 = 512 * 1024 * 1024;
@@ -209,6 +216,13 @@ pub struct ServerArgs {
     /// Most WAL a replication slot may hold back, e.g. 1GiB; 0 = unlimited [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
+    /// Microseconds the WAL flusher waits for more writers to join a group
+    /// commit, when at least commit-siblings already wait; 0 = off [default: see docs]
+    #[arg(long, value_name = "US")]
+    pub commit_delay_us: Option<u64>,
+    /// Writers that must already wait for a flush before it is delayed [default: 5]
+    #[arg(long, value_name = "N")]
+    pub commit_siblings: Option<u64>,
     /// TESTING AID, never for real data: run the engine on the in-memory
     /// power-loss simulator loaded from the data directory, and accept
     /// DEBUG POWERLOSS [seed] (cut the power, write what survived back, exit)
@@ -258,6 +272,10 @@ pub struct FileConfig {
     pub synchronous_commit_timeout_ms: Option<u64>,
     #[serde(alias = "max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
+    #[serde(alias = "commit_delay_us")]
+    pub commit_delay_us: Option<u64>,
+    #[serde(alias = "commit_siblings")]
+    pub commit_siblings: Option<u64>,
     #[serde(alias = "simulate_power_loss")]
     pub simulate_power_loss: Option<bool>,
 }
@@ -301,6 +319,10 @@ pub struct ServerConfig {
     pub synchronous_commit_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_slot_wal_keep_size_bytes: u64,
+    /// Group-commit delay (PostgreSQL's `commit_delay`), in microseconds.
+    pub commit_delay_us: u64,
+    /// PostgreSQL's `commit_siblings`.
+    pub commit_siblings: u64,
     /// Testing aid: the engine runs on the power-loss simulator, loaded from
     /// `data_dir`, and `DEBUG POWERLOSS` is allowed.
     pub simulate_power_loss: bool,
@@ -412,6 +434,14 @@ impl ServerConfig {
                 file.max_slot_wal_keep_size,
             )
             .unwrap_or(0),
+            commit_delay_us: args
+                .commit_delay_us
+                .or(file.commit_delay_us)
+                .unwrap_or(DEFAULT_COMMIT_DELAY_US),
+            commit_siblings: args
+                .commit_siblings
+                .or(file.commit_siblings)
+                .unwrap_or(DEFAULT_COMMIT_SIBLINGS),
             simulate_power_loss: args.simulate_power_loss
                 || file.simulate_power_loss.unwrap_or(false),
         };
@@ -433,6 +463,8 @@ impl ServerConfig {
         if self.max_clients == 0 {
             bail!("max-clients must be at least 1");
         }
+        CommitDelay::new(self.commit_delay_us, self.commit_siblings)
+            .map_err(|e| anyhow::anyhow!("commit-delay-us / commit-siblings: {e}"))?;
         if self.max_value_bytes == 0 || self.max_key_bytes == 0 {
             bail!("max-value-size and max-key-size must be at least 1 byte");
         }
@@ -544,6 +576,24 @@ mod tests {
                 .unwrap()
                 .simulate_power_loss
         );
+    }
+
+    #[test]
+    fn commit_delay_comes_from_flags_or_file_and_is_checked() {
+        let d = ServerConfig::merge(&args(&[]), &FileConfig::default()).unwrap();
+        assert_eq!(
+            (d.commit_delay_us, d.commit_siblings),
+            (DEFAULT_COMMIT_DELAY_US, DEFAULT_COMMIT_SIBLINGS)
+        );
+        let file: FileConfig = toml::from_str("commit-delay-us = 50\ncommit_siblings = 2").unwrap();
+        let f = ServerConfig::merge(&args(&[]), &file).unwrap();
+        assert_eq!((f.commit_delay_us, f.commit_siblings), (50, 2));
+        let a = ServerConfig::merge(&args(&["--commit-delay-us", "0"]), &file).unwrap();
+        assert_eq!((a.commit_delay_us, a.commit_siblings), (0, 2));
+        let err = ServerConfig::merge(&args(&["--commit-delay-us", "100001"]), &file).unwrap_err();
+        assert!(err.to_string().contains("commit-delay-us"), "{err}");
+        let err = ServerConfig::merge(&args(&["--commit-siblings", "0"]), &file).unwrap_err();
+        assert!(err.to_string().contains("between 1 and 1000"), "{err}");
     }
 
     #[test]

@@ -471,6 +471,12 @@ pub fn render_prometheus(shared: &Shared) -> String {
     );
     counter(
         &mut out,
+        "walship_wal_commit_delays_total",
+        "Group commits delayed by commit_delay_us to let more writers join.",
+        s.commit_delays,
+    );
+    counter(
+        &mut out,
         "walship_wal_records_total",
         "WAL records written.",
         s.records_written,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use walship_engine::storage::WriteOutStats;
-use walship_engine::{Engine, EngineConfig, FsyncPolicy, SimStorage};
+use walship_engine::{CommitDelay, Engine, EngineConfig, FsyncPolicy, SimStorage};
 use walship_replication::EngineHandle;
 
 use crate::config::{FsyncSetting, ServerConfig};
@@ -29,6 +29,8 @@ pub struct StoreStats {
     pub records_written: u64,
     /// Group-commit batches (one write + one fsync for many records).
     pub group_commits: u64,
+    /// Group commits the flusher delayed (`commit_delay_us`).
+    pub commit_delays: u64,
     pub wal_segments: u64,
     pub written_lsn: Lsn,
     pub checkpoints: u64,
@@ -83,6 +85,10 @@ pub fn engine_config(cfg: &ServerConfig) -> EngineConfig {
     }
     ec.max_key_bytes = cfg.max_key_bytes;
     ec.max_value_bytes = cfg.max_value_bytes;
+    ec.commit_delay = Arc::new(
+        CommitDelay::new(cfg.commit_delay_us, cfg.commit_siblings)
+            .expect("validated with the configuration"),
+    );
     ec
 }
 
@@ -223,6 +229,11 @@ impl Store {
         Ok(())
     }
 
+    /// The group-commit delay settings, shared by every engine this store opens.
+    pub fn commit_delay(&self) -> Arc<CommitDelay> {
+        self.handle.load().config().commit_delay.clone()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let s = self.handle.load().stats();
         StoreStats {
@@ -230,6 +241,7 @@ impl Store {
             fsyncs: s.fsyncs,
             records_written: s.records_appended,
             group_commits: s.flush_batches,
+            commit_delays: s.commit_delays,
             wal_segments: s.wal_segments,
             written_lsn: s.written_lsn,
             checkpoints: s.checkpoints,

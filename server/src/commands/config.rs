@@ -219,6 +219,28 @@ const PARAMS: &[Param] = &[
             Ok(())
         }),
     },
+    // Group commit, under PostgreSQL's names (with the unit spelled out).
+    Param {
+        name: "commit_delay_us",
+        get: |s| s.store.commit_delay().delay_us().to_string(),
+        set: Some(|s, v| {
+            let us: u64 = v.trim().parse().map_err(|_| {
+                format!("'{v}' is not a number of microseconds (0 turns the delay off)")
+            })?;
+            s.store.commit_delay().set_delay_us(us)
+        }),
+    },
+    Param {
+        name: "commit_siblings",
+        get: |s| s.store.commit_delay().siblings().to_string(),
+        set: Some(|s, v| {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{v}' is not a number of writers"))?;
+            s.store.commit_delay().set_siblings(n)
+        }),
+    },
     // Redis names, answered so Redis tools see sensible values.
     Param {
         name: "save",
@@ -513,6 +535,42 @@ mod tests {
         );
         assert!(t.shared.replication.hub.sync_names().is_empty());
         assert_eq!(t.get("synchronous-standby-names"), "");
+    }
+
+    #[test]
+    fn commit_delay_and_siblings_reach_the_engine_and_bad_values_change_nothing() {
+        let mut t = T::new();
+        let delay = t.shared.store.commit_delay();
+        assert_eq!(
+            t.get("commit_delay_us"),
+            crate::config::DEFAULT_COMMIT_DELAY_US.to_string()
+        );
+        assert_eq!(t.get("commit_siblings"), "5");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "commit_delay_us", "150"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.cmd(&["CONFIG", "SET", "commit-siblings", "3"]), "+OK\r\n");
+        assert_eq!((delay.delay_us(), delay.siblings()), (150, 3));
+        for (name, v, says) in [
+            (
+                "commit_delay_us",
+                "100001",
+                "above the maximum of 100000 us",
+            ),
+            ("commit_delay_us", "-1", "not a number of microseconds"),
+            ("commit_siblings", "0", "between 1 and 1000"),
+            ("commit_siblings", "many", "not a number of writers"),
+        ] {
+            let bad = t.cmd(&["CONFIG", "SET", name, v]);
+            assert!(
+                bad.starts_with("-ERR") && bad.contains(says),
+                "{name} {v}: {bad:?}"
+            );
+        }
+        assert_eq!(t.get("commit_delay_us"), "150");
+        assert_eq!(t.get("commit_siblings"), "3");
+        assert_eq!((delay.delay_us(), delay.siblings()), (150, 3));
     }
 
     #[test]
