@@ -7,11 +7,12 @@
 # 100k keys, at 32 clients and at 1 client:
 #   - primary alone
 #   - primary + one asynchronous standby
-#   - primary + one synchronous standby (FIRST 1 (s1), synchronous_commit=on)
+#   - primary + one synchronous standby (FIRST 1 (s1), synchronous_commit=on),
+#     with the default commit-delay-us and with it off
 # PostgreSQL 15 (/usr/lib/postgresql/15, run as the postgres user): primary +
 # streaming standby with synchronous_standby_names = 'FIRST 1 (s1)', 32
 # pgbench clients upserting 100-byte values over 100k keys, with
-# synchronous_commit on and local.
+# synchronous_commit on and local, and on with commit_delay = 200 us.
 # Prints a Markdown table; every figure comes from this one run. Needs root
 # (to run PostgreSQL as postgres), redis-benchmark and redis-cli.
 set -euo pipefail
@@ -48,10 +49,12 @@ rb() {
 rows=()
 run_walship() {
     local label=$1 standby=$2 sync=$3
+    local extra=("${@:4}")
     local dir=$tmp/w-$RANDOM p s
     p=$(free_port)
     local args=(server --data-dir "$dir/p" --port "$p" --fsync always)
     if [[ $sync == yes ]]; then args+=(--synchronous-standby-names 'FIRST 1 (s1)'); fi
+    args+=("${extra[@]}")
     "$walship" "${args[@]}" 2>"$dir.p.log" &
     local ppid=$!
     pids+=("$ppid")
@@ -81,6 +84,7 @@ run_walship() {
 run_walship "primary alone" no no
 run_walship "+ async standby" yes no
 run_walship "+ sync standby (on)" yes yes
+run_walship "+ sync standby (on), commit-delay-us 0" yes yes --commit-delay-us 0
 
 # PostgreSQL: primary + streaming standby, synchronous.
 if [[ -x $PGBIN/initdb ]] && id postgres >/dev/null 2>&1; then
@@ -119,9 +123,15 @@ CONF
 INSERT INTO kv VALUES (:k, repeat('y', 100)) ON CONFLICT (k) DO UPDATE SET v = excluded.v;
 SQL
     chmod 644 "$tmp/upsert.sql"
-    for level in on local; do
+    for level in on local delay; do
         for clients in 32 1; do
-            out=$(runuser -u postgres -- env PGOPTIONS="-c synchronous_commit=$level" "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres \
+            opts="-c synchronous_commit=$level"
+            if [[ $level == delay ]]; then
+                # The same group-commit delay walship uses by default.
+                [[ $clients == 1 ]] && continue
+                opts="-c synchronous_commit=on -c commit_delay=200 -c commit_siblings=5"
+            fi
+            out=$(runuser -u postgres -- env PGOPTIONS="$opts" "$PGBIN/pgbench" -n -h 127.0.0.1 -p "$pport" -U postgres \
                 -c "$clients" -j 2 -T "$secs" -f "$tmp/upsert.sql" postgres 2>&1)
             tps=$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' <<<"$out" | head -1)
             lat=$(sed -nE 's/^latency average = ([0-9.]+) ms.*/\1/p' <<<"$out")
@@ -130,6 +140,7 @@ SQL
         done
     done
     rows+=("| PostgreSQL 15: + sync standby (on) | ${pg_on_32} | avg ${pglat_on_32} | | ${pg_on_1} | avg ${pglat_on_1} | |")
+    rows+=("| PostgreSQL 15: + sync standby (on), commit_delay=200 | ${pg_delay_32} | avg ${pglat_delay_32} | | | | |")
     rows+=("| PostgreSQL 15: + standby, synchronous_commit=local | ${pg_local_32} | avg ${pglat_local_32} | | ${pg_local_1} | avg ${pglat_local_1} | |")
 else
     echo "PostgreSQL 15 not found under $PGBIN (or no postgres user): skipping it" >&2
