@@ -5,7 +5,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{fs_config, get};
+use common::{fs_config, get, whole_records};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use walship_engine::{CommitDelay, Engine, Mutation};
 
@@ -96,4 +97,52 @@ fn delayed_group_commits_keep_every_write_in_order_and_durable() {
         assert_eq!(get(&engine, &format!("t{t}-k99")).as_deref(), Some("v99"));
         assert_eq!(get(&engine, &format!("t{t}-k0")).as_deref(), Some("v0"));
     }
+}
+
+#[test]
+fn replicated_wal_is_never_delayed_even_with_readers_waiting_on_its_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Arc::new(Engine::open(fs_config(&dir.path().join("p"))).unwrap());
+    concurrent_writes(&primary, 4, 100);
+    let mut cfg = fs_config(&dir.path().join("s"));
+    cfg.cluster_id = Some(primary.cluster_id());
+    // As eager as the setting allows: one waiter is enough.
+    cfg.commit_delay = Arc::new(CommitDelay::new(CommitDelay::MAX_DELAY_US, 1).unwrap());
+    let standby = Arc::new(Engine::open(cfg).unwrap());
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Readers on the standby wait until what they see is durable, as the
+        // server's reads do: each is a waiter on the standby's flushes.
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    standby.wait_durable_blocking(standby.end_lsn()).unwrap();
+                }
+            });
+        }
+        // The WAL receiver's part: small chunks cut at record boundaries.
+        loop {
+            let start = standby.end_lsn();
+            let chunk = primary.read_wal(start, 300).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            let whole = whole_records(start, &chunk);
+            let lsn = standby
+                .append_replicated(start, &chunk.slice(..whole))
+                .unwrap();
+            // One flush per chunk, so there are many flushes to delay.
+            standby.wait_durable_blocking(lsn).unwrap();
+        }
+        standby.wait_durable_blocking(standby.end_lsn()).unwrap();
+        done.store(true, Ordering::Relaxed);
+    });
+    let s = standby.stats();
+    assert!(s.fsyncs >= 10, "a flush per chunk of replicated WAL: {s:?}");
+    assert_eq!(
+        s.commit_delays, 0,
+        "a standby's flush is never delayed: {s:?}"
+    );
+    assert_eq!(standby.len(), 400);
+    assert_eq!(get(&standby, "t3-k99").as_deref(), Some("v99"));
 }

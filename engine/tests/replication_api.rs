@@ -3,7 +3,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{get, put, sim_config};
+use common::{get, put, sim_config, whole_records};
 use walship_engine::{BatchOp, Engine, Mutation, SimStorage, WriteError};
 
 fn standby_of(primary: &Engine) -> (SimStorage, Engine) {
@@ -26,16 +26,6 @@ fn ship(from: &Engine, to: &Engine) {
         let lsn = to.append_replicated(start, &chunk.slice(..whole)).unwrap();
         to.wait_durable_blocking(lsn).unwrap();
     }
-}
-
-fn whole_records(start: u64, chunk: &Bytes) -> usize {
-    let mut off = 0;
-    while let walship_engine::wal::record::Parsed::Record { len, .. } =
-        walship_engine::wal::record::parse(start + off as u64, &chunk.slice(off..))
-    {
-        off += len;
-    }
-    off
 }
 
 #[test]

@@ -68,9 +68,11 @@ impl std::fmt::Display for FsyncPolicy {
 /// waiting for that flush, so that the writers about to arrive share the
 /// same fsync instead of queueing for the next one. Fewer, fuller fsyncs
 /// cost less CPU and, on a disk whose flushes serialise, less waiting. A
-/// lone writer (fewer waiters than `siblings`) is never delayed, and the
-/// sleep never exceeds the moving average of recent fsync times (so on a
-/// disk that flushes in 30 us the delay is at most 30 us).
+/// lone writer (fewer waiters than `siblings`) is never delayed, nor is a
+/// batch of replicated WAL only (a standby's flush, which a primary's
+/// synchronous writers wait for), and the sleep never exceeds the moving
+/// average of recent fsync times (so on a disk that flushes in 30 us the
+/// delay is at most 30 us).
 ///
 /// Shared by reference: settings changed at runtime reach the flusher at
 /// its next batch, and an engine reopened with the same [`EngineConfig`]
@@ -177,6 +179,9 @@ struct Queue {
     start_lsn: u64,
     /// Highest LSN someone asked to be fsynced regardless of policy.
     sync_requested: u64,
+    /// `buf` holds a record written on this node (not replicated WAL): only
+    /// such a batch may be held back by the commit delay.
+    has_local: bool,
     shutdown: bool,
 }
 
@@ -285,6 +290,7 @@ impl Wal {
                 buf: Vec::new(),
                 start_lsn: end_lsn,
                 sync_requested: 0,
+                has_local: false,
                 shutdown: false,
             }),
             queue_cv: Condvar::new(),
@@ -340,7 +346,7 @@ impl Wal {
     /// Appends one mutation; returns its end LSN (the position just past it).
     pub fn append(&self, m: &Mutation, epoch: u64) -> Result<u64, WriteError> {
         let len = (super::record::RECORD_HEADER_BYTES + m.payload_len()) as u64;
-        self.append_with(len, epoch, |lsn, buf| {
+        self.append_with(len, epoch, true, |lsn, buf| {
             m.encode(lsn, buf);
         })
     }
@@ -359,7 +365,7 @@ impl Wal {
                 "WAL chunk starts at LSN {lsn} but this node's WAL ends at {end}"
             )));
         }
-        let r = self.append_with(bytes.len() as u64, epoch, |_, buf| {
+        let r = self.append_with(bytes.len() as u64, epoch, false, |_, buf| {
             buf.extend_from_slice(bytes)
         })?;
         self.shared
@@ -373,6 +379,7 @@ impl Wal {
         &self,
         len: u64,
         epoch: u64,
+        local: bool,
         encode: impl FnOnce(u64, &mut Vec<u8>),
     ) -> Result<u64, WriteError> {
         if let Some(reason) = self.shared.poison_reason() {
@@ -397,6 +404,7 @@ impl Wal {
         assert_eq!(lsn, start, "only one appender at a time");
         let before = q.buf.len();
         encode(lsn, &mut q.buf);
+        q.has_local |= local;
         assert_eq!(
             (q.buf.len() - before) as u64,
             len,
@@ -657,9 +665,12 @@ fn flusher_loop(shared: &WalShared) {
                     _ => shared.queue_cv.wait(&mut q),
                 }
             }
-            if shared.policy == FsyncPolicy::Always && !q.buf.is_empty() && !q.shutdown {
+            if shared.policy == FsyncPolicy::Always && q.has_local && !q.shutdown {
                 // commit_delay: let the writers about to arrive join this
-                // batch. The queue is unlocked meanwhile, so they can.
+                // batch. The queue is unlocked meanwhile, so they can. Not
+                // for replicated WAL: a standby's flush is what a primary's
+                // synchronous writers wait for, and readers waiting on it
+                // are not writers about to arrive.
                 MutexGuard::unlocked(&mut q, || {
                     let waiting = shared.waiters.lock().len();
                     if let Some(delay) = shared.commit_delay.before_batch(waiting, fsync_avg_ns) {
@@ -672,6 +683,7 @@ fn flusher_loop(shared: &WalShared) {
                 });
             }
             spare.clear();
+            q.has_local = false;
             let data = std::mem::replace(&mut q.buf, std::mem::take(&mut spare));
             let start = q.start_lsn;
             q.start_lsn += data.len() as u64;

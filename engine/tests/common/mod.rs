@@ -49,3 +49,15 @@ pub fn get(engine: &Engine, key: &str) -> Option<String> {
         .get(key.as_bytes())
         .map(|v| String::from_utf8(v.to_vec()).expect("utf-8 value"))
 }
+
+/// Length of the prefix of `chunk` (WAL read at `start`) made of whole
+/// records, as the WAL receiver cuts what it appends.
+pub fn whole_records(start: u64, chunk: &Bytes) -> usize {
+    let mut off = 0;
+    while let walship_engine::wal::record::Parsed::Record { len, .. } =
+        walship_engine::wal::record::parse(start + off as u64, &chunk.slice(off..))
+    {
+        off += len;
+    }
+    off
+}
