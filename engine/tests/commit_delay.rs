@@ -4,11 +4,10 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{fs_config, get, whole_records};
+use common::{fs_config, get, put, whole_records};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use walship_engine::{CommitDelay, Engine, Mutation};
+use walship_engine::{CommitDelay, Engine};
 
 /// `threads` writers, each writing `per_thread` keys and waiting until each is durable.
 fn concurrent_writes(engine: &Arc<Engine>, threads: usize, per_thread: usize) {
@@ -17,13 +16,7 @@ fn concurrent_writes(engine: &Arc<Engine>, threads: usize, per_thread: usize) {
             let engine = engine.clone();
             s.spawn(move || {
                 for i in 0..per_thread {
-                    let lsn = engine
-                        .write(Mutation::Put {
-                            key: Bytes::from(format!("t{t}-k{i}")),
-                            value: Bytes::from(format!("v{i}")),
-                        })
-                        .expect("write accepted");
-                    engine.wait_durable_blocking(lsn).expect("write durable");
+                    put(&engine, &format!("t{t}-k{i}"), &format!("v{i}"));
                 }
             });
         }

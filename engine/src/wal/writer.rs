@@ -132,12 +132,13 @@ impl CommitDelay {
         Ok(())
     }
 
-    /// How long to sleep before a batch with `waiting` writers waiting for
-    /// it, when recent fsyncs took `fsync_ns`: never longer than an fsync,
-    /// so a fast disk gets a short delay whatever the setting.
-    fn before_batch(&self, waiting: usize, fsync_ns: u64) -> Option<Duration> {
+    /// How long to sleep before a batch that `waiting()` writers wait for,
+    /// when recent fsyncs took `fsync_ns`: never longer than an fsync, so a
+    /// fast disk gets a short delay whatever the setting. `waiting` is only
+    /// asked when there is a delay to give.
+    fn before_batch(&self, waiting: impl FnOnce() -> usize, fsync_ns: u64) -> Option<Duration> {
         let ns = self.delay_us().saturating_mul(1000).min(fsync_ns);
-        (ns > 0 && waiting as u64 >= self.siblings()).then(|| Duration::from_nanos(ns))
+        (ns > 0 && waiting() as u64 >= self.siblings()).then(|| Duration::from_nanos(ns))
     }
 }
 
@@ -667,20 +668,19 @@ fn flusher_loop(shared: &WalShared) {
             }
             if shared.policy == FsyncPolicy::Always && q.has_local && !q.shutdown {
                 // commit_delay: let the writers about to arrive join this
-                // batch. The queue is unlocked meanwhile, so they can. Not
-                // for replicated WAL: a standby's flush is what a primary's
-                // synchronous writers wait for, and readers waiting on it
-                // are not writers about to arrive.
-                MutexGuard::unlocked(&mut q, || {
-                    let waiting = shared.waiters.lock().len();
-                    if let Some(delay) = shared.commit_delay.before_batch(waiting, fsync_avg_ns) {
-                        shared
-                            .counters
-                            .commit_delays
-                            .fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(delay);
-                    }
-                });
+                // batch; the queue is unlocked while it sleeps, so they can.
+                // Not for replicated WAL: a standby's flush is what a
+                // primary's synchronous writers wait for, and readers waiting
+                // on it are not writers about to arrive. (Lock order: queue,
+                // then waiters.)
+                let waiting = || shared.waiters.lock().len();
+                if let Some(delay) = shared.commit_delay.before_batch(waiting, fsync_avg_ns) {
+                    shared
+                        .counters
+                        .commit_delays
+                        .fetch_add(1, Ordering::Relaxed);
+                    MutexGuard::unlocked(&mut q, || std::thread::sleep(delay));
+                }
             }
             spare.clear();
             q.has_local = false;
