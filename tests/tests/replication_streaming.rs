@@ -248,6 +248,9 @@ fn outrun_stopped_standby(primary: &walship_tests::TestServer, s1: &mut walship_
 fn slot_cap_invalidates_slot() {
     let primary = start_primary(SMALL_WAL);
     let mut s1 = start_standby(&primary, "s1", &[]);
+    // The slot is made when the primary starts s1's base backup, after the
+    // standby is up: wait for the stream before looking.
+    wait_caught_up(&primary, &[&s1]);
     let slot = info(&primary).slot("s1");
     assert_eq!(
         slot.as_ref().map(|s| s["invalidated"].as_str()),
