@@ -787,11 +787,17 @@ impl Hub {
                     primary_flushed_lsn: engine.flushed_lsn(),
                     data,
                 };
-                if let Err(e) = write_message(wr, &msg).await {
-                    break Err(e);
-                }
+                // IMPORTANT: recorded as sent before the write. Reports are
+                // capped at what was sent, and a fast standby can flush these
+                // bytes and report them before this task runs again after
+                // the write: that report would be cut back and the writes it
+                // confirms would wait for the standby's next report (up to
+                // its 100 ms status interval).
                 if conn.on_sent(sent, sent >= engine.written_lsn()) {
                     self.recompute();
+                }
+                if let Err(e) = write_message(wr, &msg).await {
+                    break Err(e);
                 }
                 continue;
             }
