@@ -918,7 +918,8 @@ fn sync_state_name(s: SyncState) -> &'static str {
 }
 
 impl StandbyConn {
-    /// Records a send; returns true when the standby just became `streaming`.
+    /// Records a send, before its bytes are written (reports are capped at
+    /// it); returns true when the standby just became `streaming`.
     fn on_sent(&self, sent: Lsn, caught_up: bool) -> bool {
         let mut p = self.progress.lock();
         p.sent = sent;
