@@ -11,7 +11,7 @@ use crate::wal::record::{
 };
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
-use crate::wal::writer::{CommitDelay, FlushSettings, FsyncPolicy, Wal};
+use crate::wal::writer::{CommitDelay, FlushSettings, FsyncPolicy, Wal, WalSyncMethod};
 use crate::wal::Segments;
 use crate::Lsn;
 use bytes::Bytes;
@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub segment_size_bytes: u64,
     /// When an append counts as durable. Default [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,
+    /// How a durable batch is written under [`FsyncPolicy::Always`].
+    /// Default [`WalSyncMethod::OpenDatasync`].
+    pub wal_sync_method: WalSyncMethod,
     /// Take a checkpoint after this many bytes of WAL; 0 turns automatic checkpoints off. Default 256 MiB.
     pub checkpoint_every_bytes: u64,
     /// Largest key accepted. Default 512 MiB.
@@ -54,6 +57,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             segment_size_bytes: SEGMENT_SIZE_DEFAULT_BYTES,
             fsync: FsyncPolicy::Always,
+            wal_sync_method: WalSyncMethod::default(),
             checkpoint_every_bytes: 256 << 20,
             max_key_bytes: 512 << 20,
             max_value_bytes: 512 << 20,
@@ -70,6 +74,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("data_dir", &self.data_dir)
             .field("segment_size_bytes", &self.segment_size_bytes)
             .field("fsync", &self.fsync)
+            .field("wal_sync_method", &self.wal_sync_method)
             .field("checkpoint_every_bytes", &self.checkpoint_every_bytes)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -308,6 +313,7 @@ impl Engine {
             end_lsn,
             FlushSettings {
                 policy: cfg.fsync,
+                sync_method: cfg.wal_sync_method,
                 commit_delay: cfg.commit_delay.clone(),
             },
             control.cluster_id,
@@ -656,33 +662,54 @@ impl Engine {
         Ok(new_end)
     }
 
-    /// Raw WAL bytes from `from_lsn`, at most `max_bytes`, up to the written LSN
-    /// (bytes handed to the OS, maybe not yet fsynced). Empty when nothing new.
+    /// Raw WAL bytes from `from_lsn`, at most `max_bytes`, up to the
+    /// sendable LSN (bytes handed to the WAL flusher, maybe not yet written
+    /// or fsynced). Empty when nothing new.
     pub fn read_wal(&self, from_lsn: Lsn, max_bytes: usize) -> Result<Bytes, EngineError> {
         let shared = &self.inner.wal.shared;
-        let written = shared.written_lsn();
-        let oldest = shared.segments.first_lsn().unwrap_or(written);
+        let sendable = shared.sendable_lsn();
+        let oldest = shared.segments.first_lsn().unwrap_or(sendable);
         if from_lsn < oldest {
             return Err(EngineError::WalRemoved {
                 lsn: from_lsn,
                 oldest,
             });
         }
-        if from_lsn >= written {
+        if from_lsn >= sendable {
             return Ok(Bytes::new());
         }
-        let len = usize::try_from((written - from_lsn).min(max_bytes as u64))
+        let len = usize::try_from((sendable - from_lsn).min(max_bytes as u64))
             .expect("bounded by max_bytes");
-        shared.segments.read(from_lsn, len, written).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                EngineError::WalRemoved {
-                    lsn: from_lsn,
-                    oldest: shared.segments.first_lsn().unwrap_or(written),
+        // The newest bytes come from memory (they may not be in the files
+        // yet); older ones from the files, up to where memory starts.
+        let in_memory_from = match shared.read_recent(from_lsn, len) {
+            Ok(bytes) => return Ok(Bytes::from(bytes)),
+            Err(lsn) => lsn,
+        };
+        let len = usize::try_from((in_memory_from.saturating_sub(from_lsn)).min(len as u64))
+            .expect("bounded by len");
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        shared
+            .segments
+            .read(from_lsn, len, shared.written_lsn())
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    EngineError::WalRemoved {
+                        lsn: from_lsn,
+                        oldest: shared.segments.first_lsn().unwrap_or(sendable),
+                    }
+                } else {
+                    EngineError::io(&self.inner.wal_dir, e)
                 }
-            } else {
-                EngineError::io(&self.inner.wal_dir, e)
-            }
-        })
+            })
+    }
+
+    /// A channel that changes whenever more WAL may be sent (value: the
+    /// sendable LSN, see [`Engine::read_wal`]).
+    pub fn subscribe_sendable(&self) -> watch::Receiver<Lsn> {
+        self.inner.wal.shared.subscribe_sendable()
     }
 
     /// A channel that changes whenever more WAL is written (value: written LSN).
@@ -897,7 +924,13 @@ impl Engine {
         self.inner.wal.end_lsn()
     }
 
-    /// WAL handed to the OS up to here (replication may send it).
+    /// WAL handed to the WAL flusher up to here: replication may send it
+    /// ([`Engine::read_wal`]), though it may not be written yet.
+    pub fn sendable_lsn(&self) -> Lsn {
+        self.inner.wal.shared.sendable_lsn()
+    }
+
+    /// WAL handed to the OS up to here (or written durably).
     pub fn written_lsn(&self) -> Lsn {
         self.inner.wal.shared.written_lsn()
     }

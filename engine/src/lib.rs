@@ -54,7 +54,7 @@ pub use error::{EngineError, WriteError};
 pub use memtable::{Entry, Memtable};
 pub use storage::{FsStorage, SimFaults, SimStorage, Storage, StorageFile};
 pub use wal::record::{BatchOp, Mutation};
-pub use wal::writer::{CommitDelay, FsyncPolicy};
+pub use wal::writer::{CommitDelay, FsyncPolicy, WalSyncMethod};
 
 /// What [`Engine::transact`]'s closure sees: the current state.
 pub type MemtableView = Memtable;

@@ -4,45 +4,54 @@ mod common;
 
 use bytes::Bytes;
 use common::{get, put, sim_config};
-use walship_engine::{Engine, Mutation, SimFaults, SimStorage, WriteError};
+use walship_engine::{Engine, Mutation, SimFaults, SimStorage, WalSyncMethod, WriteError};
 
 #[test]
 fn failed_fsync_poisons_writes_but_reads_go_on() {
-    let storage = SimStorage::new();
-    let e = Engine::open(sim_config(&storage)).unwrap();
-    put(&e, "before", "1");
-    storage.set_faults(SimFaults {
-        fail_fsyncs: 1,
-        ..Default::default()
-    });
-    let lsn = e
-        .write(Mutation::Put {
-            key: "k".into(),
-            value: "v".into(),
-        })
-        .unwrap();
-    let err = e.wait_durable_blocking(lsn).unwrap_err();
-    assert!(matches!(err, WriteError::Poisoned(_)), "{err}");
-    assert!(err.to_string().contains("fdatasync"), "{err}");
-    // Even though the next fsync would succeed, writes stay refused.
-    let err = e
-        .write(Mutation::Put {
-            key: "k2".into(),
-            value: "v".into(),
-        })
-        .unwrap_err();
-    assert!(matches!(err, WriteError::Poisoned(_)));
-    assert!(e.stats().poisoned);
-    assert_eq!(get(&e, "before").as_deref(), Some("1"));
-    assert!(
-        e.checkpoint().is_err(),
-        "no checkpoint from a poisoned engine"
-    );
-    // Recovery after restart finds the acknowledged write.
-    let after = storage.power_loss(None);
-    drop(e);
-    let e = Engine::open(sim_config(&after)).unwrap();
-    assert_eq!(get(&e, "before").as_deref(), Some("1"));
+    for method in [WalSyncMethod::OpenDatasync, WalSyncMethod::Fdatasync] {
+        let storage = SimStorage::new();
+        let mut cfg = sim_config(&storage);
+        cfg.wal_sync_method = method;
+        let e = Engine::open(cfg.clone()).unwrap();
+        put(&e, "before", "1");
+        storage.set_faults(SimFaults {
+            fail_fsyncs: 1,
+            ..Default::default()
+        });
+        let lsn = e
+            .write(Mutation::Put {
+                key: "k".into(),
+                value: "v".into(),
+            })
+            .unwrap();
+        let err = e.wait_durable_blocking(lsn).unwrap_err();
+        assert!(matches!(err, WriteError::Poisoned(_)), "{method}: {err}");
+        assert!(err.to_string().contains("fdatasync"), "{method}: {err}");
+        assert!(
+            err.to_string().contains("simulated fsync failure"),
+            "{method}: {err}"
+        );
+        // Even though the next fsync would succeed, writes stay refused.
+        let err = e
+            .write(Mutation::Put {
+                key: "k2".into(),
+                value: "v".into(),
+            })
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Poisoned(_)));
+        assert!(e.stats().poisoned);
+        assert_eq!(get(&e, "before").as_deref(), Some("1"));
+        assert!(
+            e.checkpoint().is_err(),
+            "no checkpoint from a poisoned engine"
+        );
+        // Recovery after restart finds the acknowledged write.
+        let after = storage.power_loss(None);
+        drop(e);
+        cfg.storage = std::sync::Arc::new(after);
+        let e = Engine::open(cfg).unwrap();
+        assert_eq!(get(&e, "before").as_deref(), Some("1"));
+    }
 }
 
 #[test]

@@ -748,7 +748,7 @@ impl Hub {
         };
         let reader = tokio::spawn(reader);
         let engine = self.handle.get();
-        let mut written_rx = engine.subscribe_written();
+        let mut sendable_rx = engine.subscribe_sendable();
         let mut stop_rx = self.stop_tx.subscribe();
         let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
         let result = loop {
@@ -769,9 +769,9 @@ impl Hub {
                 .await;
                 break Ok(());
             }
-            let written = engine.written_lsn();
+            let sendable = engine.sendable_lsn();
             let in_flight = sent.saturating_sub(conn.progress.lock().write);
-            if sent < written && in_flight < IN_FLIGHT_MAX_BYTES {
+            if sent < sendable && in_flight < IN_FLIGHT_MAX_BYTES {
                 let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
                     Ok(d) => d,
                     Err(e @ EngineError::WalRemoved { .. }) => {
@@ -793,7 +793,7 @@ impl Hub {
                 // the write: that report would be cut back and the writes it
                 // confirms would wait for the standby's next report (up to
                 // its 100 ms status interval).
-                if conn.on_sent(sent, sent >= engine.written_lsn()) {
+                if conn.on_sent(sent, sent >= engine.sendable_lsn()) {
                     self.recompute();
                 }
                 if let Err(e) = write_message(wr, &msg).await {
@@ -801,7 +801,7 @@ impl Hub {
                 }
                 continue;
             }
-            if sent >= written && conn.mark_caught_up(sent) {
+            if sent >= sendable && conn.mark_caught_up(sent) {
                 // Nothing left to send: an idle standby is caught up too.
                 self.recompute();
             }
@@ -809,14 +809,14 @@ impl Hub {
                 break Err(ReplError::Timeout("a status report from the standby"));
             }
             tokio::select! {
-                _ = written_rx.changed() => {}
+                _ = sendable_rx.changed() => {}
                 _ = conn.reported.notified() => {}
                 _ = done_rx.changed() => {}
                 _ = stop_rx.changed() => {}
                 _ = keepalive.tick() => {
                     let msg = Message::Keepalive {
                         epoch: engine.epoch(),
-                        end_lsn: engine.written_lsn(),
+                        end_lsn: engine.sendable_lsn(),
                         flushed_lsn: engine.flushed_lsn(),
                         timestamp_ms: now_ms(),
                         reply_requested: true,

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use walship_engine::CommitDelay;
+use walship_engine::{CommitDelay, WalSyncMethod};
 use walship_replication::{SyncStandbyNames, SynchronousCommit};
 
 pub const DEFAULT_PORT: u16 = 7379;
@@ -136,6 +136,18 @@ impl<'de> Deserialize<'de> for FsyncSetting {
     }
 }
 
+/// An optional setting written as a string its type parses.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// `walship server` flags. Every setting is optional here so that the TOML
 /// file can fill in what the command line leaves out.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -155,6 +167,11 @@ pub struct ServerArgs {
     /// WAL fsync policy: always, interval:<ms> or never [default: always]
     #[arg(long, value_name = "POLICY")]
     pub fsync: Option<FsyncSetting>,
+    /// How a durable WAL write is made under --fsync always: open_datasync
+    /// (one O_DIRECT|O_DSYNC write) or fdatasync (pwrite, then fdatasync)
+    /// [default: open_datasync]
+    #[arg(long, value_name = "METHOD")]
+    pub wal_sync_method: Option<WalSyncMethod>,
     /// WAL segment size, e.g. 64MiB [default: the engine's]
     #[arg(long, value_name = "SIZE")]
     pub segment_size: Option<ByteSize>,
@@ -240,6 +257,8 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub bind: Option<String>,
     pub fsync: Option<FsyncSetting>,
+    #[serde(alias = "wal_sync_method", default, deserialize_with = "parsed")]
+    pub wal_sync_method: Option<WalSyncMethod>,
     #[serde(alias = "segment_size")]
     pub segment_size: Option<ByteSize>,
     #[serde(alias = "checkpoint_every")]
@@ -296,6 +315,7 @@ pub struct ServerConfig {
     pub port: u16,
     pub config_file: Option<PathBuf>,
     pub fsync: FsyncSetting,
+    pub wal_sync_method: WalSyncMethod,
     /// `None`: the engine's default.
     pub segment_size_bytes: Option<u64>,
     /// `None`: the engine's default.
@@ -365,6 +385,10 @@ impl ServerConfig {
             port: args.port.or(file.port).unwrap_or(DEFAULT_PORT),
             config_file: args.config.clone(),
             fsync: args.fsync.or(file.fsync).unwrap_or(FsyncSetting::Always),
+            wal_sync_method: args
+                .wal_sync_method
+                .or(file.wal_sync_method)
+                .unwrap_or_default(),
             segment_size_bytes: size(args.segment_size, file.segment_size),
             checkpoint_every_bytes: size(args.checkpoint_every, file.checkpoint_every),
             max_clients: args
@@ -576,6 +600,23 @@ mod tests {
                 .unwrap()
                 .simulate_power_loss
         );
+    }
+
+    #[test]
+    fn wal_sync_method_comes_from_flags_or_file_and_is_checked() {
+        let d = ServerConfig::merge(&args(&[]), &FileConfig::default()).unwrap();
+        assert_eq!(d.wal_sync_method, WalSyncMethod::OpenDatasync);
+        let file: FileConfig = toml::from_str("wal-sync-method = \"fdatasync\"").unwrap();
+        let f = ServerConfig::merge(&args(&[]), &file).unwrap();
+        assert_eq!(f.wal_sync_method, WalSyncMethod::Fdatasync);
+        let a = ServerConfig::merge(&args(&["--wal-sync-method", "open_datasync"]), &file).unwrap();
+        assert_eq!(a.wal_sync_method, WalSyncMethod::OpenDatasync);
+        let err = toml::from_str::<FileConfig>("wal_sync_method = \"fsync\"").unwrap_err();
+        assert!(
+            err.to_string().contains("open_datasync or fdatasync"),
+            "{err}"
+        );
+        assert!(TestCli::try_parse_from(["walship", "--wal-sync-method", "osync"]).is_err());
     }
 
     #[test]

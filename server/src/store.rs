@@ -77,6 +77,7 @@ fn fsync_policy(s: FsyncSetting) -> FsyncPolicy {
 pub fn engine_config(cfg: &ServerConfig) -> EngineConfig {
     let mut ec = EngineConfig::new(&cfg.data_dir);
     ec.fsync = fsync_policy(cfg.fsync);
+    ec.wal_sync_method = cfg.wal_sync_method;
     if let Some(s) = cfg.segment_size_bytes {
         ec.segment_size_bytes = s;
     }

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -900,34 +899,43 @@ fn load(
 // ---------------------------------------------------------------------------
 // Machine limits: fsync rate, loopback round trip.
 
-/// `append`: 128-byte appends to a growing file (as an AOF grows), else
-/// 4 KiB overwrites inside a preallocated file (as a WAL segment is written).
-fn fsync_probe(dir: &Path, secs: f64, append: bool) -> Result<Value> {
+/// How [`fsync_probe`] writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Probe {
+    /// 4 KiB overwrites inside a preallocated file, each followed by
+    /// `fdatasync` (a WAL segment under `wal-sync-method fdatasync`).
+    Overwrite,
+    /// 128-byte appends to a growing file, each followed by `fdatasync` (an
+    /// AOF under `appendfsync always`).
+    Append,
+    /// 4 KiB overwrites inside a preallocated file with walship's durable
+    /// write (`O_DIRECT | O_DSYNC`, the default `wal-sync-method`).
+    Direct,
+}
+
+fn fsync_probe(dir: &Path, secs: f64, mode: Probe) -> Result<Value> {
+    use walship_engine::{FsStorage, Storage};
     let path = dir.join("fsync-probe");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)?;
-    let block = vec![7u8; if append { 128 } else { 4096 }];
-    if !append {
-        for i in 0..256u64 {
-            f.write_at(&block, i * 4096)?;
-        }
+    let _ = std::fs::remove_file(&path);
+    let f = FsStorage.create(&path)?;
+    let block = vec![7u8; if mode == Probe::Append { 128 } else { 4096 }];
+    if mode != Probe::Append {
+        f.write_all_at(&vec![0u8; 256 * 4096], 0)?;
     }
-    f.sync_all()?;
+    f.sync_data()?;
     let mut lat = Vec::new();
     let t0 = Instant::now();
     let mut i = 0u64;
     while t0.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
-        if append {
-            f.write_at(&block, i * 128)?;
-        } else {
-            f.write_at(&block, (i % 256) * 4096)?;
+        match mode {
+            Probe::Append => f.write_all_at(&block, i * 128)?,
+            Probe::Overwrite => f.write_all_at(&block, (i % 256) * 4096)?,
+            Probe::Direct => f.write_durable_at(&block, (i % 256) * 4096)?,
         }
-        f.sync_data()?;
+        if mode != Probe::Direct {
+            f.sync_data()?;
+        }
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         i += 1;
     }
@@ -991,23 +999,26 @@ fn loopback_rtt(n: usize) -> Result<Value> {
 
 fn machine_limits(env: &Env, when: &str) -> Result<Value> {
     let secs = if env.o.quick { 1.0 } else { 3.0 };
-    let fs = fsync_probe(&env.tmp, secs, false)?;
-    let fa = fsync_probe(&env.tmp, secs, true)?;
+    let fs = fsync_probe(&env.tmp, secs, Probe::Overwrite)?;
+    let fd = fsync_probe(&env.tmp, secs, Probe::Direct)?;
+    let fa = fsync_probe(&env.tmp, secs, Probe::Append)?;
     let rtt = loopback_rtt(20_000)?;
     let seq = seq_write_probe(&env.tmp, if env.o.quick { 128 * MIB } else { 512 * MIB })?;
     eprintln!("[limits {when}] sequential write + fdatasync {seq} MB/s");
     eprintln!(
-        "[limits {when}] fdatasync after 4 KiB overwrite {} /s (p50 {} µs, p99 {} µs), after 128 B append {} /s (p50 {} µs); loopback round trip p50 {} µs; load {}",
+        "[limits {when}] fdatasync after 4 KiB overwrite {} /s (p50 {} µs, p99 {} µs), 4 KiB O_DIRECT|O_DSYNC overwrite {} /s (p50 {} µs), after 128 B append {} /s (p50 {} µs); loopback round trip p50 {} µs; load {}",
         fs["ops_per_s"],
         fs["p50_us"],
         fs["p99_us"],
+        fd["ops_per_s"],
+        fd["p50_us"],
         fa["ops_per_s"],
         fa["p50_us"],
         rtt["p50_us"],
         loadavg()
     );
     Ok(
-        json!({ "fdatasync_4k": fs, "fdatasync_append": fa, "seq_write_mb_per_s": seq, "loopback_rtt": rtt, "loadavg": loadavg() }),
+        json!({ "fdatasync_4k": fs, "direct_dsync_4k": fd, "fdatasync_append": fa, "seq_write_mb_per_s": seq, "loopback_rtt": rtt, "loadavg": loadavg() }),
     )
 }
 
@@ -1187,7 +1198,7 @@ fn section_set(env: &Env) -> Result<SetResults> {
     let mut n_for: HashMap<(String, String), u64> = HashMap::new();
     for rep in 0..o.reps {
         for w in &WORKLOADS {
-            let d = fsync_probe(&env.tmp, 0.5, false)?;
+            let d = fsync_probe(&env.tmp, 0.5, Probe::Overwrite)?;
             res.disk
                 .entry(w.key.to_string())
                 .or_default()
@@ -2097,15 +2108,19 @@ fn report(
         o.secs
     );
     if !limits.is_empty() {
-        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB overwrite + fdatasync /s | p50 µs | p99 µs | 128 B append + fdatasync /s | p50 µs | p99 µs | sequential write MB/s | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "## Machine limits\n\n| when | 4 KiB overwrite + fdatasync /s | p50 µs | p99 µs | 4 KiB O_DIRECT\\|O_DSYNC overwrite /s | p50 µs | 128 B append + fdatasync /s | p50 µs | p99 µs | sequential write MB/s | loopback round trip p50 µs | p99 µs | load average |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for (i, l) in limits.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if i == 0 { "start" } else { "end" },
                 f0(l["fdatasync_4k"]["ops_per_s"].as_f64().unwrap_or(f64::NAN)),
                 l["fdatasync_4k"]["p50_us"],
                 l["fdatasync_4k"]["p99_us"],
+                f0(l["direct_dsync_4k"]["ops_per_s"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)),
+                l["direct_dsync_4k"]["p50_us"],
                 f0(l["fdatasync_append"]["ops_per_s"]
                     .as_f64()
                     .unwrap_or(f64::NAN)),

@@ -9,7 +9,7 @@
 mod fs;
 mod sim;
 
-pub use fs::FsStorage;
+pub use fs::{FsStorage, DIRECT_IO_BLOCK};
 pub use sim::{SimFaults, SimStorage, WriteOutStats};
 
 use bytes::Bytes;
@@ -40,6 +40,26 @@ pub trait StorageFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// `fdatasync`: makes the file's data durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` and returns once those bytes are
+    /// durable: the WAL flusher's write under `wal_sync_method =
+    /// open_datasync`. For files written in order over zeros, as WAL
+    /// segments are (preallocated with zeros; recovery and rewind zero
+    /// whatever lies past the end of the log): the bytes from
+    /// `offset + buf.len()` up to the next [`DIRECT_IO_BLOCK`] boundary
+    /// must be zeros, and may be rewritten as zeros. The range, rounded out
+    /// to whole blocks, must lie within the file's length. An error means the range may hold old
+    /// bytes, new bytes or a mix, as after a failed `sync_data`.
+    ///
+    /// The default is `write_all_at` then `sync_data`. Real files that allow
+    /// it do one `O_DIRECT | O_DSYNC` write of the whole blocks around the
+    /// range instead: no page cache, and the device flush goes out with the
+    /// write, which on the disk measured sustains about 20% more flushes
+    /// alone and 35% more with two writers than `pwrite` plus `fdatasync`
+    /// (docs/profiling.md).
+    fn write_durable_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)?;
+        self.sync_data()
+    }
     /// A read-only view of the whole file as it is now. Real files map it
     /// with `memmap2` (zero copy); use it only for files nobody writes any more
     /// (sealed segments, checkpoints), or within the bytes already written.

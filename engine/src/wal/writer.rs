@@ -62,6 +62,41 @@ impl std::fmt::Display for FsyncPolicy {
     }
 }
 
+/// How the flusher makes a batch durable under [`FsyncPolicy::Always`]
+/// (PostgreSQL's `wal_sync_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalSyncMethod {
+    /// One `O_DIRECT | O_DSYNC` write per segment touched: the bytes are
+    /// durable when the write returns (the default; falls back to
+    /// `fdatasync` where the file system refuses direct I/O).
+    #[default]
+    OpenDatasync,
+    /// One buffered `pwrite`, then `fdatasync`.
+    Fdatasync,
+}
+
+impl std::str::FromStr for WalSyncMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open_datasync" => Ok(WalSyncMethod::OpenDatasync),
+            "fdatasync" => Ok(WalSyncMethod::Fdatasync),
+            _ => Err(format!(
+                "invalid WAL sync method '{s}': expected open_datasync or fdatasync"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for WalSyncMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WalSyncMethod::OpenDatasync => "open_datasync",
+            WalSyncMethod::Fdatasync => "fdatasync",
+        })
+    }
+}
+
 /// PostgreSQL's `commit_delay` and `commit_siblings` for the WAL flusher:
 /// before it writes and fsyncs a batch under [`FsyncPolicy::Always`], the
 /// flusher sleeps `delay_us` if at least `siblings` writers are already
@@ -152,6 +187,7 @@ impl Default for CommitDelay {
 /// When the flusher fsyncs, and how long it lets a group commit gather.
 pub(crate) struct FlushSettings {
     pub policy: FsyncPolicy,
+    pub sync_method: WalSyncMethod,
     pub commit_delay: Arc<CommitDelay>,
 }
 
@@ -161,6 +197,10 @@ const QUEUE_MAX_BYTES: usize = 32 << 20;
 const DIRECT_WAKE_MAX_WAITERS: usize = 4;
 /// Bytes written with one zero-fill call while preallocating.
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
+/// The newest WAL bytes kept in memory for senders (PostgreSQL's WAL
+/// buffers): a standby less than this far behind is served without a read
+/// from the segment files.
+const RECENT_WAL_BYTES: usize = 16 << 20;
 
 /// Counters of the WAL, for metrics.
 #[derive(Debug, Default)]
@@ -186,6 +226,51 @@ struct Queue {
     shutdown: bool,
 }
 
+/// The newest written WAL bytes, `[start_lsn, start_lsn + bytes.len())`.
+struct RecentWal {
+    start_lsn: u64,
+    bytes: std::collections::VecDeque<u8>,
+}
+
+impl RecentWal {
+    /// Adds the batch written at `lsn`, dropping the oldest bytes past the cap.
+    /// The newest batch is always kept whole, however large.
+    fn push(&mut self, lsn: u64, data: &[u8]) {
+        if lsn != self.start_lsn + self.bytes.len() as u64 {
+            self.bytes.clear();
+            self.start_lsn = lsn;
+        }
+        self.bytes.extend(data);
+        let over = self
+            .bytes
+            .len()
+            .saturating_sub(RECENT_WAL_BYTES.max(data.len()));
+        if over > 0 {
+            self.bytes.drain(..over);
+            self.start_lsn += over as u64;
+        }
+    }
+
+    /// A copy of `[lsn, lsn + len)` if all of it is here; otherwise the
+    /// LSN this memory starts at.
+    fn read(&self, lsn: u64, len: usize) -> Result<Vec<u8>, u64> {
+        let from = lsn
+            .checked_sub(self.start_lsn)
+            .and_then(|f| usize::try_from(f).ok())
+            .filter(|f| f + len <= self.bytes.len())
+            .ok_or(self.start_lsn)?;
+        let (a, b) = self.bytes.as_slices();
+        let mut out = Vec::with_capacity(len);
+        if from < a.len() {
+            out.extend_from_slice(&a[from..a.len().min(from + len)]);
+        }
+        let rest = len - out.len();
+        let b_from = from.saturating_sub(a.len());
+        out.extend_from_slice(&b[b_from..b_from + rest]);
+        Ok(out)
+    }
+}
+
 /// A segment being preallocated in the background: its start LSN and thread.
 type Preparing = (u64, JoinHandle<Result<(), std::io::Error>>);
 
@@ -196,16 +281,23 @@ pub(crate) struct WalShared {
     pub wal_dir: PathBuf,
     pub segments: Segments,
     pub policy: FsyncPolicy,
+    sync_method: WalSyncMethod,
     commit_delay: Arc<CommitDelay>,
     queue: Mutex<Queue>,
+    recent: parking_lot::RwLock<RecentWal>,
     /// Flusher waits here for data.
     queue_cv: Condvar,
     /// Appenders wait here for queue space; sync requesters for the sync.
     progress_cv: Condvar,
+    /// End of the bytes handed to the flusher's current write or earlier:
+    /// what senders may ship (from memory until the write is done).
+    sendable_lsn: AtomicU64,
+    /// End of the bytes handed to the OS (or written durably).
     written_lsn: AtomicU64,
     synced_lsn: AtomicU64,
     /// LSN acknowledged under the fsync policy.
     ack_lsn: AtomicU64,
+    sendable_tx: watch::Sender<u64>,
     written_tx: watch::Sender<u64>,
     flushed_tx: watch::Sender<u64>,
     waiters: Mutex<Vec<Waiter>>,
@@ -218,6 +310,9 @@ pub(crate) struct WalShared {
 }
 
 impl WalShared {
+    pub fn sendable_lsn(&self) -> u64 {
+        self.sendable_lsn.load(Ordering::Acquire)
+    }
     pub fn written_lsn(&self) -> u64 {
         self.written_lsn.load(Ordering::Acquire)
     }
@@ -227,11 +322,28 @@ impl WalShared {
     pub fn ack_lsn(&self) -> u64 {
         self.ack_lsn.load(Ordering::Acquire)
     }
+    pub fn subscribe_sendable(&self) -> watch::Receiver<u64> {
+        self.sendable_tx.subscribe()
+    }
     pub fn subscribe_written(&self) -> watch::Receiver<u64> {
         self.written_tx.subscribe()
     }
     pub fn subscribe_flushed(&self) -> watch::Receiver<u64> {
         self.flushed_tx.subscribe()
+    }
+
+    /// WAL bytes `[lsn, lsn + len)` from memory if they are among the
+    /// newest; otherwise the LSN the bytes in memory start at. Every byte
+    /// below that LSN is in the segment files.
+    pub fn read_recent(&self, lsn: u64, len: usize) -> Result<Vec<u8>, u64> {
+        self.recent.read().read(lsn, len)
+    }
+
+    /// Whether batches are written with [`StorageFile::write_durable_at`].
+    ///
+    /// [`StorageFile::write_durable_at`]: crate::StorageFile::write_durable_at
+    fn writes_durably(&self) -> bool {
+        self.policy == FsyncPolicy::Always && self.sync_method == WalSyncMethod::OpenDatasync
     }
 
     pub fn poison_reason(&self) -> Option<Arc<str>> {
@@ -277,8 +389,10 @@ impl Wal {
     ) -> Wal {
         let FlushSettings {
             policy,
+            sync_method,
             commit_delay,
         } = flush;
+        let (sendable_tx, _) = watch::channel(end_lsn);
         let (written_tx, _) = watch::channel(end_lsn);
         let (flushed_tx, _) = watch::channel(end_lsn);
         let shared = Arc::new(WalShared {
@@ -286,7 +400,12 @@ impl Wal {
             wal_dir,
             segments,
             policy,
+            sync_method,
             commit_delay,
+            recent: parking_lot::RwLock::new(RecentWal {
+                start_lsn: end_lsn,
+                bytes: Default::default(),
+            }),
             queue: Mutex::new(Queue {
                 buf: Vec::new(),
                 start_lsn: end_lsn,
@@ -296,9 +415,11 @@ impl Wal {
             }),
             queue_cv: Condvar::new(),
             progress_cv: Condvar::new(),
+            sendable_lsn: AtomicU64::new(end_lsn),
             written_lsn: AtomicU64::new(end_lsn),
             synced_lsn: AtomicU64::new(end_lsn),
             ack_lsn: AtomicU64::new(end_lsn),
+            sendable_tx,
             written_tx,
             flushed_tx,
             waiters: Mutex::new(Vec::new()),
@@ -699,12 +820,31 @@ fn flusher_loop(shared: &WalShared) {
         }
         let end = start + data.len() as u64;
         if !data.is_empty() {
+            // Senders may ship the batch while it is written: a write that
+            // is also the flush (open_datasync) then overlaps the standbys'
+            // flushes, as a buffered write followed by fdatasync does. If
+            // this process dies first, the bytes a standby got are past
+            // what the restarted primary recovers, and the new epoch it
+            // starts makes that standby rewind (docs/replication-protocol.md).
+            shared.recent.write().push(start, &data);
+            shared.sendable_lsn.store(end, Ordering::Release);
+            shared.sendable_tx.send_replace(end);
+            let began = Instant::now();
             match write_batch(shared, start, &data, &mut unsynced) {
                 Ok(()) => {}
                 Err(e) => {
-                    shared.poison(format!("WAL write at LSN {start} failed: {e}"));
+                    shared.poison(if shared.writes_durably() {
+                        format!("durable WAL write (O_DIRECT|O_DSYNC, its own fdatasync) at LSN {start} failed: {e}")
+                    } else {
+                        format!("WAL write at LSN {start} failed: {e}")
+                    });
                     continue;
                 }
+            }
+            if shared.writes_durably() {
+                last_sync = Instant::now();
+                let took = last_sync.duration_since(began).as_nanos() as u64;
+                fsync_avg_ns = (fsync_avg_ns.saturating_mul(7).saturating_add(took)) / 8;
             }
             shared
                 .counters
@@ -793,7 +933,9 @@ fn wake_waiters(shared: &WalShared, ack: u64) {
 
 /// Writes one batch. Under `Always`, a segment the batch leaves behind is
 /// synced before the next one is written, so the medium only ever holds a
-/// prefix of the stream plus at most one partial write.
+/// prefix of the stream plus at most one partial write. With
+/// [`WalSyncMethod::OpenDatasync`] every write is durable when it returns
+/// and nothing is left in `unsynced`.
 fn write_batch(
     shared: &WalShared,
     start: u64,
@@ -808,12 +950,19 @@ fn write_batch(
         })?;
         let n =
             usize::try_from((seg.end_lsn() - lsn).min(rest.len() as u64)).expect("fits in usize");
-        if shared.policy == FsyncPolicy::Always && !unsynced.is_empty() {
-            sync_segments(shared, unsynced)?;
-        }
-        seg.file.write_all_at(&rest[..n], seg.file_offset(lsn))?;
-        if !unsynced.iter().any(|s| Arc::ptr_eq(s, &seg)) {
-            unsynced.push(seg);
+        if shared.writes_durably() {
+            sync_dir_once(shared, &seg)?;
+            seg.file
+                .write_durable_at(&rest[..n], seg.file_offset(lsn))?;
+            shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            if shared.policy == FsyncPolicy::Always && !unsynced.is_empty() {
+                sync_segments(shared, unsynced)?;
+            }
+            seg.file.write_all_at(&rest[..n], seg.file_offset(lsn))?;
+            if !unsynced.iter().any(|s| Arc::ptr_eq(s, &seg)) {
+                unsynced.push(seg);
+            }
         }
         lsn += n as u64;
         rest = &rest[n..];
@@ -823,13 +972,74 @@ fn write_batch(
 
 fn sync_segments(shared: &WalShared, unsynced: &mut Vec<Arc<Segment>>) -> std::io::Result<()> {
     for seg in unsynced.drain(..) {
-        if !seg.dir_synced() {
-            // IMPORTANT: fsync the directory, or the new segment may vanish in a power loss.
-            shared.storage.sync_dir(&shared.wal_dir)?;
-            seg.dir_synced.store(true, Ordering::Release);
-        }
+        sync_dir_once(shared, &seg)?;
         seg.file.sync_data()?;
         shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Makes the directory entry of a new segment durable, once.
+fn sync_dir_once(shared: &WalShared, seg: &Segment) -> std::io::Result<()> {
+    if !seg.dir_synced() {
+        // IMPORTANT: fsync the directory, or the new segment may vanish in a power loss.
+        shared.storage.sync_dir(&shared.wal_dir)?;
+        seg.dir_synced.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RecentWal, RECENT_WAL_BYTES};
+
+    fn bytes(from: u64, len: usize) -> Vec<u8> {
+        (0..len as u64).map(|i| ((from + i) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn recent_wal_serves_the_newest_bytes_and_says_where_it_starts() {
+        let mut r = RecentWal {
+            start_lsn: 1000,
+            bytes: Default::default(),
+        };
+        assert_eq!(r.read(1000, 1), Err(1000));
+        let mut lsn = 1000u64;
+        // Enough batches to wrap the ring and drop the oldest bytes.
+        let batch = RECENT_WAL_BYTES / 3 + 17;
+        for _ in 0..5 {
+            r.push(lsn, &bytes(lsn, batch));
+            lsn += batch as u64;
+        }
+        let start = lsn - RECENT_WAL_BYTES as u64;
+        assert_eq!(r.start_lsn, start);
+        assert_eq!(r.read(start - 1, 10), Err(start), "below the memory");
+        assert_eq!(r.read(lsn - 5, 6), Err(start), "past the end");
+        for (from, len) in [
+            (start, 100),
+            (lsn - 100, 100),
+            (start + 12345, 3 * batch / 2),
+        ] {
+            assert_eq!(r.read(from, len), Ok(bytes(from, len)), "[{from}, +{len})");
+        }
+        assert_eq!(r.read(lsn, 0), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn recent_wal_keeps_a_batch_larger_than_its_cap_and_restarts_on_a_gap() {
+        let mut r = RecentWal {
+            start_lsn: 0,
+            bytes: Default::default(),
+        };
+        let big = RECENT_WAL_BYTES + 4096;
+        r.push(0, &bytes(0, 100));
+        r.push(100, &bytes(100, big));
+        assert_eq!(r.start_lsn, 100, "the newest batch stays whole");
+        assert_eq!(r.read(100, big), Ok(bytes(100, big)));
+        // A batch that does not follow the last (never expected: the flusher
+        // writes in order) replaces everything rather than leave a hole.
+        r.push(50, &bytes(50, 10));
+        assert_eq!((r.start_lsn, r.bytes.len()), (50, 10));
+        assert_eq!(r.read(50, 10), Ok(bytes(50, 10)));
+    }
 }

@@ -481,6 +481,13 @@ fn config_answers_redis_tools_and_guards_immutables() {
         t.cmd(&["CONFIG", "GET", "appendfsync"]),
         "*2\r\n$11\r\nappendfsync\r\n$2\r\nno\r\n"
     );
+    assert_eq!(
+        t.cmd(&["CONFIG", "GET", "wal_sync_method"]),
+        "*2\r\n$15\r\nwal_sync_method\r\n$13\r\nopen_datasync\r\n"
+    );
+    assert!(t
+        .cmd(&["CONFIG", "SET", "wal_sync_method", "fdatasync"])
+        .starts_with("-ERR"));
     assert_eq!(t.cmd(&["CONFIG", "GET", "nonexistent"]), "*0\r\n");
     assert_eq!(t.cmd(&["CONFIG", "SET", "maxclients", "5"]), "+OK\r\n");
     assert_eq!(

@@ -265,6 +265,11 @@ const PARAMS: &[Param] = &[
         set: None,
     },
     Param {
+        name: "wal_sync_method",
+        get: |s| s.config.wal_sync_method.to_string(),
+        set: None,
+    },
+    Param {
         name: "maxclients",
         get: |s| s.runtime.max_clients.load(Ordering::Relaxed).to_string(),
         set: Some(|s, v| {

@@ -236,6 +236,7 @@ fn info_persistence(shared: &Shared, out: &mut String) {
     field!(out, "aof_rewrite_in_progress", 0);
     field!(out, "aof_last_write_status", "ok");
     field!(out, "wal_fsync", shared.config.fsync);
+    field!(out, "wal_sync_method", shared.config.wal_sync_method);
     field!(out, "wal_end_lsn", shared.store.end_lsn());
     field!(out, "wal_flushed_lsn", shared.store.flushed_lsn());
     field!(out, "wal_bytes_written", s.wal_bytes_written);
