@@ -226,14 +226,15 @@ struct Queue {
     shutdown: bool,
 }
 
-/// The newest written WAL bytes, `[start_lsn, start_lsn + bytes.len())`.
+/// The newest WAL bytes the flusher took, `[start_lsn, start_lsn + bytes.len())`:
+/// what senders read before (and after) the flusher writes them.
 struct RecentWal {
     start_lsn: u64,
     bytes: std::collections::VecDeque<u8>,
 }
 
 impl RecentWal {
-    /// Adds the batch written at `lsn`, dropping the oldest bytes past the cap.
+    /// Adds the batch that starts at `lsn`, dropping the oldest bytes past the cap.
     /// The newest batch is always kept whole, however large.
     fn push(&mut self, lsn: u64, data: &[u8]) {
         if lsn != self.start_lsn + self.bytes.len() as u64 {
