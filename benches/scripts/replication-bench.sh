@@ -17,6 +17,8 @@
 # (to run PostgreSQL as postgres), redis-benchmark and redis-cli.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source benches/scripts/lib.sh
+WAIT_PORT_TRIES=400
 secs=${1:-20}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
@@ -26,16 +28,12 @@ tmp=$(mktemp -d /tmp/walship-repl-bench.XXXXXX)
 chmod 755 "$tmp"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    stop_pids
     if [[ -d $tmp/pgs ]]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$tmp/pgs" stop -m immediate >/dev/null 2>&1 || true; fi
     if [[ -d $tmp/pgp ]]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$tmp/pgp" stop -m immediate >/dev/null 2>&1 || true; fi
-    wait 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; exit 1; }
 
 # redis-benchmark → "rps p50 p99"
 rb() {

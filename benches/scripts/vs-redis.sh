@@ -11,6 +11,7 @@
 # noisy: compare the ratio, not the absolute figures.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+source benches/scripts/lib.sh
 
 rounds=${1:-3}
 shift || true
@@ -25,14 +26,10 @@ walship=target/release/walship
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_pids
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "port $1 never answered" >&2; exit 1; }
 
 wport=$(free_port)
 "$walship" server --data-dir "$tmp/walship" --port "$wport" --fsync always 2>"$tmp/walship.log" &
