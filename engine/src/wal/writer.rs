@@ -843,9 +843,7 @@ fn flusher_loop(shared: &WalShared) {
                 }
             }
             if shared.writes_durably() {
-                last_sync = Instant::now();
-                let took = last_sync.duration_since(began).as_nanos() as u64;
-                fsync_avg_ns = (fsync_avg_ns.saturating_mul(7).saturating_add(took)) / 8;
+                last_sync = flush_timed(began, &mut fsync_avg_ns);
             }
             shared
                 .counters
@@ -871,9 +869,7 @@ fn flusher_loop(shared: &WalShared) {
                 shared.poison(format!("fdatasync of the WAL failed: {e}"));
                 continue;
             }
-            last_sync = Instant::now();
-            let took = last_sync.duration_since(began).as_nanos() as u64;
-            fsync_avg_ns = (fsync_avg_ns.saturating_mul(7).saturating_add(took)) / 8;
+            last_sync = flush_timed(began, &mut fsync_avg_ns);
         }
         if (must_sync || unsynced.is_empty()) && shared.synced_lsn() != written {
             shared.synced_lsn.store(written, Ordering::Release);
@@ -899,6 +895,15 @@ fn flusher_loop(shared: &WalShared) {
             return;
         }
     }
+}
+
+/// Folds a flush that began at `began` and ended now into the moving
+/// average (1/8 weight to the newest); returns now.
+fn flush_timed(began: Instant, avg_ns: &mut u64) -> Instant {
+    let now = Instant::now();
+    let took = now.duration_since(began).as_nanos() as u64;
+    *avg_ns = (avg_ns.saturating_mul(7).saturating_add(took)) / 8;
+    now
 }
 
 fn notifier_loop(shared: &WalShared) {
