@@ -11,7 +11,9 @@ use crate::wal::record::{
 };
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
-use crate::wal::writer::{CommitDelay, FlushSettings, FsyncPolicy, Wal, WalSyncMethod};
+use crate::wal::writer::{
+    CommitDelay, FlushSettings, FsyncPolicy, ProgressListener, SendableListener, Wal, WalSyncMethod,
+};
 use crate::wal::Segments;
 use crate::Lsn;
 use bytes::Bytes;
@@ -177,6 +179,20 @@ struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+/// An [`Engine`] that does not keep it open: for listeners the engine itself
+/// holds ([`Engine::set_progress_listener`]), which must not keep it alive.
+#[derive(Clone)]
+pub struct WeakEngine {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakEngine {
+    /// The engine, while any [`Engine`] clone is alive.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.inner.upgrade().map(|inner| Engine { inner })
+    }
 }
 
 /// Applies one logged mutation: the single path shared by local writes,
@@ -710,6 +726,26 @@ impl Engine {
     /// sendable LSN, see [`Engine::read_wal`]).
     pub fn subscribe_sendable(&self) -> watch::Receiver<Lsn> {
         self.inner.wal.shared.subscribe_sendable()
+    }
+
+    /// Installs (or with `None` removes) the function the WAL flusher calls
+    /// with each batch the moment it becomes sendable, before writing it
+    /// (see [`SendableListener`]). One per engine; a later call replaces it.
+    pub fn set_sendable_listener(&self, listener: Option<SendableListener>) {
+        self.inner.wal.shared.set_sendable_listener(listener);
+    }
+
+    /// Installs (or removes) the function the WAL flusher calls after it
+    /// publishes a new written or flushed LSN (see [`ProgressListener`]).
+    pub fn set_progress_listener(&self, listener: Option<ProgressListener>) {
+        self.inner.wal.shared.set_progress_listener(listener);
+    }
+
+    /// A handle that does not keep the engine open.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// A channel that changes whenever more WAL is written (value: written LSN).

@@ -48,13 +48,15 @@ pub mod wal;
 pub type Lsn = u64;
 
 pub use checkpoint::CheckpointInfo;
-pub use engine::{Engine, EngineConfig, EngineStats, RecoveryInfo, WalRetention};
+pub use engine::{Engine, EngineConfig, EngineStats, RecoveryInfo, WalRetention, WeakEngine};
 pub use epochs::{EpochHistory, EpochStart};
 pub use error::{EngineError, WriteError};
 pub use memtable::{Entry, Memtable};
 pub use storage::{FsStorage, SimFaults, SimStorage, Storage, StorageFile};
 pub use wal::record::{BatchOp, Mutation};
-pub use wal::writer::{CommitDelay, FsyncPolicy, WalSyncMethod};
+pub use wal::writer::{
+    CommitDelay, FsyncPolicy, ProgressListener, SendableListener, WalSyncMethod,
+};
 
 /// What [`Engine::transact`]'s closure sees: the current state.
 pub type MemtableView = Memtable;

@@ -27,6 +27,7 @@
 
 pub mod fork;
 pub mod handle;
+pub mod outbox;
 pub mod primary;
 pub mod protocol;
 pub mod quorum;

@@ -8,11 +8,12 @@
 
 use crate::fork::{divergence, Divergence};
 use crate::handle::EngineHandle;
+use crate::outbox::Outbox;
 use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::slots::Slots;
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use crate::sync_rule::{StandbyProgress, SyncStandbyNames, SyncState, SynchronousCommit};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
-use walship_engine::{EngineError, Lsn};
+use walship_engine::Lsn;
 
 /// Most WAL bytes in one WalData frame.
 const CHUNK_MAX_BYTES: usize = 1 << 20;
@@ -81,6 +82,19 @@ pub struct StandbyConn {
     progress: Mutex<Progress>,
     /// Woken when the standby reports, so the sender can refill its window.
     reported: Notify,
+    /// Everything sent to the standby after the Welcome goes through here.
+    outbox: Outbox<SendCursor>,
+}
+
+/// The WAL sender's position, under the outbox lock: whoever sends WAL to
+/// the standby (its task, or the WAL flusher through [`Hub::send_direct`])
+/// reads and advances it together with the send.
+struct SendCursor {
+    /// WAL up to here is queued on the connection.
+    sent: Lsn,
+    /// The standby is streaming and caught up, and the task is not sending:
+    /// the flusher sends each new batch itself.
+    direct: bool,
 }
 
 /// One row of the replication view (PostgreSQL's `pg_stat_replication`).
@@ -535,6 +549,13 @@ impl Hub {
         )
         .await?;
         let conn = Arc::new(StandbyConn {
+            outbox: Outbox::new(
+                wr,
+                SendCursor {
+                    sent: flushed_lsn,
+                    direct: false,
+                },
+            ),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.clone(),
             addr,
@@ -561,7 +582,7 @@ impl Hub {
         self.standbys.lock().push(conn.clone());
         tracing::info!(standby = %name, %addr, base_backup, from_lsn = flushed_lsn, "standby connected");
         let result = self
-            .stream_to(&conn, rd, &mut wr, rbuf, base_backup, flushed_lsn)
+            .stream_to(&conn, rd, rbuf, base_backup, flushed_lsn)
             .await;
         self.standbys.lock().retain(|c| c.id != conn.id);
         self.recompute();
@@ -570,6 +591,52 @@ impl Hub {
             Err(e) => tracing::warn!(standby = %name, error = %e, "standby stream ended"),
         }
         result
+    }
+
+    /// Sends a batch the WAL flusher just made sendable to every standby
+    /// whose sender is in direct mode ([`SendCursor::direct`]), on the
+    /// flusher's thread: the standby gets it without waiting for a task to
+    /// be scheduled. Never blocks: a standby whose outbox is busy, whose
+    /// cursor is elsewhere, or whose window is full is left to its task.
+    fn send_direct(&self, start: Lsn, data: &[u8]) {
+        let standbys = self.standbys.lock();
+        let end = start + data.len() as u64;
+        let mut frame: Option<BytesMut> = None;
+        for conn in standbys.iter() {
+            let Some(mut out) = conn.outbox.try_lock() else {
+                // The task holds it and reads the sendable LSN after; the
+                // wake-up only makes sure it looks again.
+                conn.outbox.wake.notify_one();
+                continue;
+            };
+            if !out.state().direct {
+                continue;
+            }
+            if out.state().sent != start
+                || data.len() > CHUNK_MAX_BYTES
+                || end.saturating_sub(conn.progress.lock().write) > IN_FLIGHT_MAX_BYTES
+            {
+                out.state().direct = false;
+                conn.outbox.wake.notify_one();
+                continue;
+            }
+            let frame = frame.get_or_insert_with(|| {
+                let engine = self.handle.get();
+                let mut f = BytesMut::with_capacity(data.len() + 64);
+                Message::WalData {
+                    epoch: engine.epoch(),
+                    start_lsn: start,
+                    primary_flushed_lsn: engine.flushed_lsn(),
+                    data: Bytes::copy_from_slice(data),
+                }
+                .encode(&mut f);
+                f
+            });
+            out.state().sent = end;
+            // IMPORTANT: recorded before the write, as in stream_to.
+            conn.on_sent(end, false);
+            out.push_frame(frame);
+        }
     }
 
     /// Decides what a standby that said Hello gets.
@@ -689,14 +756,13 @@ impl Hub {
         self: &Arc<Self>,
         conn: &Arc<StandbyConn>,
         mut rd: tokio::net::tcp::OwnedReadHalf,
-        wr: &mut tokio::net::tcp::OwnedWriteHalf,
         rbuf: BytesMut,
         base_backup: bool,
         from_lsn: Lsn,
     ) -> Result<(), ReplError> {
         let mut sent = from_lsn;
         if base_backup {
-            sent = self.send_base_backup(conn, wr).await?;
+            sent = self.send_base_backup(conn).await?;
             let mut p = conn.progress.lock();
             p.state = StandbyState::Catchup;
             // IMPORTANT: only sent. The standby has written, flushed and
@@ -748,6 +814,17 @@ impl Hub {
         };
         let reader = tokio::spawn(reader);
         let engine = self.handle.get();
+        conn.outbox.lock().state().sent = sent;
+        // The flusher hands this hub every batch the moment it is sendable
+        // (Hub::send_direct). Installed for every stream, so an engine that
+        // replaced an earlier one gets it too; the Weak keeps the engine
+        // from keeping the hub alive.
+        let hub = Arc::downgrade(self);
+        engine.set_sendable_listener(Some(Arc::new(move |start, data: &[u8]| {
+            if let Some(hub) = hub.upgrade() {
+                hub.send_direct(start, data);
+            }
+        })));
         let mut sendable_rx = engine.subscribe_sendable();
         let mut stop_rx = self.stop_tx.subscribe();
         let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
@@ -760,57 +837,75 @@ impl Hub {
                 };
             }
             if *stop_rx.borrow() {
-                let _ = write_message(
-                    wr,
-                    &Message::Error {
+                conn.outbox.lock().state().direct = false;
+                let _ = conn
+                    .outbox
+                    .send(&Message::Error {
                         reason: "this node is no longer the primary".into(),
-                    },
-                )
-                .await;
+                    })
+                    .await;
                 break Ok(());
             }
-            let sendable = engine.sendable_lsn();
-            let in_flight = sent.saturating_sub(conn.progress.lock().write);
-            if sent < sendable && in_flight < IN_FLIGHT_MAX_BYTES {
-                let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
-                    Ok(d) => d,
-                    Err(e @ EngineError::WalRemoved { .. }) => {
-                        break Err(ReplError::Storage(e.to_string()))
-                    }
-                    Err(e) => break Err(ReplError::Storage(e.to_string())),
-                };
-                let start = sent;
-                sent += data.len() as u64;
-                let msg = Message::WalData {
-                    epoch: engine.epoch(),
-                    start_lsn: start,
-                    primary_flushed_lsn: engine.flushed_lsn(),
-                    data,
-                };
-                // IMPORTANT: recorded as sent before the write. Reports are
-                // capped at what was sent, and a fast standby can flush these
-                // bytes and report them before this task runs again after
-                // the write: that report would be cut back and the writes it
-                // confirms would wait for the standby's next report (up to
-                // its 100 ms status interval).
-                if conn.on_sent(sent, sent >= engine.sendable_lsn()) {
-                    self.recompute();
+            let written = conn.progress.lock().write;
+            let (sendable, sent, sent_now, direct, became_streaming) = {
+                let mut out = conn.outbox.lock();
+                // IMPORTANT: read under the outbox lock. The flusher publishes
+                // a batch before it offers it to send_direct, which takes this
+                // lock: either it finds `direct` set and sends the batch, or
+                // this read sees the batch and the task sends it.
+                let sendable = engine.sendable_lsn();
+                let sent = out.state().sent;
+                if sent < sendable && sent.saturating_sub(written) < IN_FLIGHT_MAX_BYTES {
+                    out.state().direct = false;
+                    let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
+                        Ok(d) => d,
+                        Err(e) => break Err(ReplError::Storage(e.to_string())),
+                    };
+                    let end = sent + data.len() as u64;
+                    out.state().sent = end;
+                    // IMPORTANT: recorded as sent before the write. Reports
+                    // are capped at what was sent, and a fast standby can
+                    // flush these bytes and report them before this task
+                    // runs again after the write: that report would be cut
+                    // back and the writes it confirms would wait for the
+                    // standby's next report (up to its 100 ms status interval).
+                    let became_streaming = conn.on_sent(end, end >= engine.sendable_lsn());
+                    out.push(&Message::WalData {
+                        epoch: engine.epoch(),
+                        start_lsn: sent,
+                        primary_flushed_lsn: engine.flushed_lsn(),
+                        data,
+                    });
+                    (sendable, end, true, false, became_streaming)
+                } else {
+                    // Caught up with nothing queued: from here the flusher
+                    // sends each batch itself until it cannot (Hub::send_direct).
+                    let direct = sent >= sendable && !out.has_pending() && conn.is_streaming();
+                    out.state().direct = direct;
+                    (sendable, sent, false, direct, false)
                 }
-                if let Err(e) = write_message(wr, &msg).await {
-                    break Err(e);
-                }
+            };
+            if became_streaming {
+                self.recompute();
+            }
+            if let Err(e) = conn.outbox.drain().await {
+                break Err(e);
+            }
+            if sent_now {
                 continue;
             }
             if sent >= sendable && conn.mark_caught_up(sent) {
                 // Nothing left to send: an idle standby is caught up too.
                 self.recompute();
+                continue;
             }
             if conn.progress.lock().last_reply.elapsed() > STANDBY_TIMEOUT {
                 break Err(ReplError::Timeout("a status report from the standby"));
             }
             tokio::select! {
-                _ = sendable_rx.changed() => {}
-                _ = conn.reported.notified() => {}
+                _ = sendable_rx.changed(), if !direct => {}
+                _ = conn.reported.notified(), if !direct => {}
+                _ = conn.outbox.wake.notified() => {}
                 _ = done_rx.changed() => {}
                 _ = stop_rx.changed() => {}
                 _ = keepalive.tick() => {
@@ -821,12 +916,13 @@ impl Hub {
                         timestamp_ms: now_ms(),
                         reply_requested: true,
                     };
-                    if let Err(e) = write_message(wr, &msg).await {
+                    if let Err(e) = conn.outbox.send(&msg).await {
                         break Err(e);
                     }
                 }
             }
         };
+        conn.outbox.lock().state().direct = false;
         reader.abort();
         let _ = reader.await;
         result
@@ -834,11 +930,7 @@ impl Hub {
 
     /// Takes a checkpoint and sends it with the epoch history; returns the
     /// LSN streaming continues from (the checkpoint's redo LSN).
-    async fn send_base_backup(
-        &self,
-        conn: &StandbyConn,
-        wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    ) -> Result<Lsn, ReplError> {
+    async fn send_base_backup(&self, conn: &StandbyConn) -> Result<Lsn, ReplError> {
         let engine = self.handle.get();
         // Hold all WAL still on disk while the checkpoint is taken, then from its redo LSN.
         self.slots
@@ -862,53 +954,45 @@ impl Hub {
             .map_err(|e| ReplError::Storage(format!("{}: {e}", info.path.display())))?;
         let len = map.len() as u64;
         tracing::info!(standby = %conn.name, redo_lsn = info.redo_lsn, bytes = len, "sending base backup");
-        write_message(
-            wr,
-            &Message::BackupBegin {
+        conn.outbox
+            .send(&Message::BackupBegin {
                 cluster_id: engine.cluster_id(),
                 epoch: info.epoch,
                 redo_lsn: info.redo_lsn,
                 end_lsn: info.end_lsn,
                 checkpoint_bytes: len,
-            },
-        )
-        .await?;
+            })
+            .await?;
         let mut crc = crc32fast::Hasher::new();
         let mut offset = 0usize;
         while offset < map.len() {
             let end = (offset + CHUNK_MAX_BYTES).min(map.len());
             let data = map.slice(offset..end);
             crc.update(&data);
-            write_message(
-                wr,
-                &Message::BackupChunk {
+            conn.outbox
+                .send(&Message::BackupChunk {
                     kind: BACKUP_CHUNK_CHECKPOINT,
                     offset: offset as u64,
                     data,
-                },
-            )
-            .await?;
+                })
+                .await?;
             offset = end;
         }
         let history = engine.epoch_history().encode();
-        write_message(
-            wr,
-            &Message::BackupChunk {
+        conn.outbox
+            .send(&Message::BackupChunk {
                 kind: BACKUP_CHUNK_EPOCHS,
                 offset: 0,
                 data: history.into(),
-            },
-        )
-        .await?;
-        write_message(
-            wr,
-            &Message::BackupEnd {
+            })
+            .await?;
+        conn.outbox
+            .send(&Message::BackupEnd {
                 checkpoint_crc: crc.finalize(),
                 wal_start_lsn: info.redo_lsn,
                 wal_end_lsn: info.end_lsn,
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(info.redo_lsn)
     }
 }
@@ -918,6 +1002,9 @@ fn sync_state_name(s: SyncState) -> &'static str {
 }
 
 impl StandbyConn {
+    fn is_streaming(&self) -> bool {
+        self.progress.lock().state == StandbyState::Streaming
+    }
     /// Records a send, before its bytes are written (reports are capped at
     /// it); returns true when the standby just became `streaming`.
     fn on_sent(&self, sent: Lsn, caught_up: bool) -> bool {

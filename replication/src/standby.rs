@@ -11,6 +11,7 @@
 //! waits, and reconnects; what it already appended stays.
 
 use crate::handle::{EngineHandle, RewindOutcome};
+use crate::outbox::{Outbox, OutboxGuard};
 use crate::protocol::{Message, BACKUP_CHUNK_CHECKPOINT, BACKUP_CHUNK_EPOCHS, PROTO_VERSION};
 use crate::stream::{expect_message, now_ms, read_message, write_message, ReplError};
 use bytes::{Bytes, BytesMut};
@@ -23,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use walship_engine::basebackup::{BackupMeta, BackupReceiver};
 use walship_engine::wal::record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
-use walship_engine::Lsn;
+use walship_engine::{Engine, Lsn};
 
 /// Status report period.
 const STATUS_INTERVAL: Duration = Duration::from_millis(100);
@@ -285,11 +286,17 @@ impl Receiver {
         self.set_state("catchup");
         tracing::info!(primary = %self.config.primary, from_lsn = self.handle.get().end_lsn(), "streaming WAL from the primary");
 
-        // The writer half sends status reports from its own task.
+        // Status reports go out through one outbox: from the WAL flusher
+        // right after each write or flush (no hop to a task on the path a
+        // synchronous write waits for), and from the reporter task every
+        // 100 ms, when the primary asks, and when the flusher could not.
+        let engine = self.handle.get();
+        let outbox = Arc::new(Outbox::new(wr, None));
+        let _listener = ProgressReports::install(&engine, &outbox);
         let reply_now = Arc::new(Notify::new());
         let reporter = tokio::spawn(report_status(
-            self.handle.get(),
-            wr,
+            engine,
+            outbox.clone(),
             reply_now.clone(),
             stop,
         ));
@@ -542,44 +549,79 @@ fn whole_records_len(buf: &[u8]) -> usize {
     off
 }
 
-/// Sends write/flush/apply LSNs after each flush, every 100 ms, and when asked.
+/// The write, flush and apply LSNs last reported.
+type Reported = Option<(Lsn, Lsn, Lsn)>;
+
+/// Sends a status report, unless it would repeat the last one and `force`
+/// is false.
+fn report(engine: &Engine, out: &mut OutboxGuard<'_, Reported>, force: bool) {
+    let flush = engine.flushed_lsn();
+    let now = (engine.written_lsn(), flush, engine.end_lsn().min(flush));
+    if !force && *out.state() == Some(now) {
+        return;
+    }
+    *out.state() = Some(now);
+    // IMPORTANT: the epoch is read after the LSNs. An EpochChange is
+    // applied before it is flushed, so positions that include a new
+    // epoch's bytes always go out with that epoch, and an older primary
+    // that sees it fences itself instead of counting them.
+    out.push(&Message::Status {
+        epoch: engine.epoch(),
+        write_lsn: now.0,
+        flush_lsn: now.1,
+        apply_lsn: now.2,
+        timestamp_ms: now_ms(),
+    });
+}
+
+/// The engine's progress listener for one streaming session: the WAL
+/// flusher reports each write and flush itself. Removed when dropped.
+struct ProgressReports(Engine);
+
+impl ProgressReports {
+    fn install(engine: &Engine, outbox: &Arc<Outbox<Reported>>) -> ProgressReports {
+        // Weak both ways: the engine holds the listener.
+        let (outbox, weak) = (Arc::downgrade(outbox), engine.downgrade());
+        engine.set_progress_listener(Some(Arc::new(move || {
+            let (Some(outbox), Some(engine)) = (outbox.upgrade(), weak.upgrade()) else {
+                return;
+            };
+            if let Some(mut out) = outbox.try_lock() {
+                report(&engine, &mut out, false);
+            } else {
+                // The reporter task is sending: it reports again when woken.
+                outbox.wake.notify_one();
+            };
+        })));
+        ProgressReports(engine.clone())
+    }
+}
+
+impl Drop for ProgressReports {
+    fn drop(&mut self) {
+        self.0.set_progress_listener(None);
+    }
+}
+
+/// Sends write/flush/apply LSNs every 100 ms and when asked; writes what
+/// the flusher's reports left pending.
 async fn report_status(
-    engine: walship_engine::Engine,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    engine: Engine,
+    outbox: Arc<Outbox<Reported>>,
     reply_now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut flushed = engine.subscribe_flushed();
-    let mut written = engine.subscribe_written();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
-    let mut last = (u64::MAX, u64::MAX, u64::MAX);
     loop {
         let mut force = false;
         tokio::select! {
-            _ = flushed.changed() => {}
-            _ = written.changed() => {}
+            _ = outbox.wake.notified() => {}
             _ = tick.tick() => force = true,
             _ = reply_now.notified() => force = true,
             _ = stop.changed() => return,
         }
-        let flush = engine.flushed_lsn();
-        let now = (engine.written_lsn(), flush, engine.end_lsn().min(flush));
-        if now == last && !force {
-            continue;
-        }
-        last = now;
-        // IMPORTANT: the epoch is read after the LSNs. An EpochChange is
-        // applied before it is flushed, so positions that include a new
-        // epoch's bytes always go out with that epoch, and an older primary
-        // that sees it fences itself instead of counting them.
-        let msg = Message::Status {
-            epoch: engine.epoch(),
-            write_lsn: now.0,
-            flush_lsn: now.1,
-            apply_lsn: now.2,
-            timestamp_ms: now_ms(),
-        };
-        if write_message(&mut wr, &msg).await.is_err() {
+        report(&engine, &mut outbox.lock(), force);
+        if outbox.drain().await.is_err() {
             return;
         }
     }

@@ -228,9 +228,53 @@ pub fn keyspace_diff(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u
 }
 
 /// Freezes the server process with `SIGSTOP`: its sockets stay open but it
-/// answers nothing, as a hung or partitioned node.
+/// answers nothing, as a hung or partitioned node. Returns once every thread
+/// of it is stopped.
+///
+/// IMPORTANT: `kill` returns before a multi-threaded process is stopped.
+/// The kernel wakes one thread to take the signal, and only when that
+/// thread runs does it stop the others; on a busy machine the rest can go
+/// on for a while. A standby that still received, flushed and confirmed a
+/// write in that window made "a write waits while its standby is paused"
+/// tests fail now and then.
 pub fn pause(server: &TestServer) {
     send_signal(server, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match running_threads(server.pid()) {
+            Ok(0) => return,
+            Ok(n) if Instant::now() >= deadline => {
+                panic!(
+                    "{n} threads of pid {} still run 10 s after SIGSTOP",
+                    server.pid()
+                )
+            }
+            Ok(_) => thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("reading the threads of pid {}: {e}", server.pid()),
+        }
+    }
+}
+
+/// Threads of `pid` not in the stopped state (`T`), from /proc.
+fn running_threads(pid: u32) -> std::io::Result<usize> {
+    let mut running = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = match std::fs::read_to_string(task?.path().join("stat")) {
+            Ok(s) => s,
+            // The thread exited between listing and reading.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // The state follows the parenthesised command name, which may itself
+        // contain spaces or parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state != Some("T") {
+            running += 1;
+        }
+    }
+    Ok(running)
 }
 
 /// Lets a [`pause`]d server run again (`SIGCONT`).

@@ -277,6 +277,19 @@ type Preparing = (u64, JoinHandle<Result<(), std::io::Error>>);
 
 type Waiter = (u64, oneshot::Sender<Result<(), WriteError>>);
 
+/// Called on the flusher thread with `(start_lsn, bytes)` of each batch the
+/// moment it becomes sendable, before the flusher writes it: a WAL sender
+/// can put it on the wire without waiting for its task to be scheduled. It
+/// runs on the write path, so it must not block (a sender that cannot send
+/// at once leaves the batch to its task, which wakes on
+/// `subscribe_sendable`).
+pub type SendableListener = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
+
+/// Called on the flusher thread after it published a new written or
+/// flushed LSN: a standby can report its progress without a thread hop.
+/// Same rule: it must not block.
+pub type ProgressListener = Arc<dyn Fn() + Send + Sync>;
+
 pub(crate) struct WalShared {
     pub storage: Arc<dyn Storage>,
     pub wal_dir: PathBuf,
@@ -301,6 +314,10 @@ pub(crate) struct WalShared {
     sendable_tx: watch::Sender<u64>,
     written_tx: watch::Sender<u64>,
     flushed_tx: watch::Sender<u64>,
+    /// Called by the flusher with each batch as it becomes sendable.
+    sendable_listener: parking_lot::RwLock<Option<SendableListener>>,
+    /// Called by the flusher after it published a new written or flushed LSN.
+    progress_listener: parking_lot::RwLock<Option<ProgressListener>>,
     waiters: Mutex<Vec<Waiter>>,
     /// The notifier thread sleeps here; the flag asks it to stop.
     notifier_stop: Mutex<bool>,
@@ -331,6 +348,17 @@ impl WalShared {
     }
     pub fn subscribe_flushed(&self) -> watch::Receiver<u64> {
         self.flushed_tx.subscribe()
+    }
+    pub fn set_sendable_listener(&self, l: Option<SendableListener>) {
+        *self.sendable_listener.write() = l;
+    }
+    pub fn set_progress_listener(&self, l: Option<ProgressListener>) {
+        *self.progress_listener.write() = l;
+    }
+    fn progress_published(&self) {
+        if let Some(l) = &*self.progress_listener.read() {
+            l();
+        }
     }
 
     /// WAL bytes `[lsn, lsn + len)` from memory if they are among the
@@ -423,6 +451,8 @@ impl Wal {
             sendable_tx,
             written_tx,
             flushed_tx,
+            sendable_listener: parking_lot::RwLock::new(None),
+            progress_listener: parking_lot::RwLock::new(None),
             waiters: Mutex::new(Vec::new()),
             notifier_stop: Mutex::new(false),
             notifier_cv: Condvar::new(),
@@ -715,7 +745,12 @@ impl Wal {
         self.shared.queue_cv.notify_all();
         self.shared.progress_cv.notify_all();
         if let Some(h) = self.flusher.lock().take() {
-            let _ = h.join();
+            // The last handle on the engine can be dropped on the flusher
+            // itself, by a listener it calls: it then finishes on its own
+            // (it saw `shutdown`), and joining it here would be a self-join.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
         *self.shared.notifier_stop.lock() = true;
         self.shared.notifier_cv.notify_all();
@@ -830,6 +865,9 @@ fn flusher_loop(shared: &WalShared) {
             shared.recent.write().push(start, &data);
             shared.sendable_lsn.store(end, Ordering::Release);
             shared.sendable_tx.send_replace(end);
+            if let Some(l) = &*shared.sendable_listener.read() {
+                l(start, &data);
+            }
             let began = Instant::now();
             match write_batch(shared, start, &data, &mut unsynced) {
                 Ok(()) => {}
@@ -855,6 +893,10 @@ fn flusher_loop(shared: &WalShared) {
                 .fetch_add(1, Ordering::Relaxed);
             shared.written_lsn.store(end, Ordering::Release);
             shared.written_tx.send_replace(end);
+            if !shared.writes_durably() {
+                // Written but not yet flushed: remote_write can count it now.
+                shared.progress_published();
+            }
         }
         let written = shared.written_lsn();
         let must_sync = match shared.policy {
@@ -874,6 +916,7 @@ fn flusher_loop(shared: &WalShared) {
         if (must_sync || unsynced.is_empty()) && shared.synced_lsn() != written {
             shared.synced_lsn.store(written, Ordering::Release);
             shared.flushed_tx.send_replace(written);
+            shared.progress_published();
         }
         let ack = match shared.policy {
             FsyncPolicy::Always => shared.synced_lsn(),
