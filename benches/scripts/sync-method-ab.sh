@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The two WAL sync methods side by side: a primary plus one synchronous
-# standby (FIRST 1, synchronous_commit on), both nodes on the same method.
+# Two or more walship setups side by side: a primary plus one synchronous
+# standby (FIRST 1, synchronous_commit on), both nodes on the same setup.
 #
-#   benches/scripts/sync-method-ab.sh [rounds] [clients] [requests] [methods...]
+#   benches/scripts/sync-method-ab.sh [rounds] [clients] [requests] [variants...]
 #
-# Defaults: 5 rounds, 32 clients, 100000 SETs, methods fdatasync and
-# open_datasync. Each round runs every method once, alternating, each on a
-# fresh pair of data directories; `redis-benchmark -t set -d 100 -r 100000`.
+# A variant is a WAL sync method of the binary this script builds
+# (`fdatasync`, `open_datasync`) or LABEL=PATH, another walship binary on its
+# default method (e.g. `before=/tmp/walship.old after=target/release/walship`,
+# to A/B a change). Defaults: 5 rounds, 32 clients, 100000 SETs, variants
+# fdatasync and open_datasync. Each round runs every variant once, on a
+# fresh pair of data directories, in the reverse order of the round before
+# (ABBA), so neither variant always runs first;
+# `redis-benchmark -t set -d 100 -r 100000`.
 # Prints per run: SET/s, p50 and p99 ms, CPU µs per SET of the primary and
 # of the standby (from /proc/<pid>/stat), and how busy the machine was
 # (from /proc/stat, redis-benchmark included); then the median SET/s and p50
-# of each method. The machine is shared and noisy: compare within one run.
+# of each variant. The machine is shared and noisy: compare within one run.
 # Extra server flags for both nodes can be passed in WALSHIP_ARGS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,8 +25,8 @@ rounds=${1:-5}
 clients=${2:-32}
 requests=${3:-100000}
 shift 3 2>/dev/null || shift $#
-methods=("$@")
-((${#methods[@]})) || methods=(fdatasync open_datasync)
+variants=("$@")
+((${#variants[@]})) || variants=(fdatasync open_datasync)
 read -r -a extra <<<"${WALSHIP_ARGS:-}"
 
 for tool in redis-benchmark redis-cli; do
@@ -43,16 +48,26 @@ machine() { awk '/^cpu /{busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + 
 
 results="$tmp/results"
 for round in $(seq 1 "$rounds"); do
-    for m in "${methods[@]}"; do
+    order=("${variants[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[$i]}"); done
+    fi
+    for v in "${order[@]}"; do
+        if [[ $v == *=* ]]; then
+            m=${v%%=*} bin=${v#*=} method=()
+        else
+            m=$v bin=$walship method=(--wal-sync-method "$v")
+        fi
         dir="$tmp/$round-$m"
         pport=$(free_port)
-        "$walship" server --data-dir "$dir/p" --port "$pport" --fsync always --wal-sync-method "$m" \
+        "$bin" server --data-dir "$dir/p" --port "$pport" --fsync always "${method[@]}" \
             --synchronous-standby-names 's1' --synchronous-commit on "${extra[@]}" 2>"$dir.p.log" &
         ppid=$!
         pids+=("$ppid")
         wait_port "$pport"
         sport=$(free_port)
-        "$walship" server --data-dir "$dir/s" --port "$sport" --fsync always --wal-sync-method "$m" \
+        "$bin" server --data-dir "$dir/s" --port "$sport" --fsync always "${method[@]}" \
             --replicate-from "127.0.0.1:$pport" --name s1 "${extra[@]}" 2>"$dir.s.log" &
         spid=$!
         pids+=("$spid")
