@@ -75,6 +75,51 @@ fn shipped_wal_rebuilds_identical_state_and_identical_bytes() {
 }
 
 #[test]
+fn receiver_writes_chunks_itself_when_the_flusher_is_idle_and_they_survive_power_loss() {
+    let primary = Engine::open(sim_config(&SimStorage::new())).unwrap();
+    for i in 0..300 {
+        put(&primary, &format!("k{}", i % 90), &format!("value {i}"));
+    }
+    let all = primary.read_wal(0, usize::MAX).unwrap();
+    let (s_storage, standby) = standby_of(&primary);
+    // One record per chunk, without waiting in between: each chunk is either
+    // written on this thread (flusher idle) or left to the flusher.
+    let mut off = 0usize;
+    while off < all.len() {
+        let rest = all.slice(off..);
+        let one = whole_records(off as u64, &rest.slice(..rest.len().min(64)));
+        let len = if one == 0 {
+            whole_records(off as u64, &rest)
+        } else {
+            one
+        };
+        standby
+            .append_replicated(off as u64, &rest.slice(..len))
+            .unwrap();
+        off += len;
+    }
+    let end = standby.end_lsn();
+    standby.wait_durable_blocking(end).unwrap();
+    let s = standby.stats();
+    assert!(
+        s.inline_flushes > 0,
+        "an idle flusher leaves the receiver to write: {s:?}"
+    );
+    assert!(s.inline_flushes <= s.flush_batches, "{s:?}");
+    assert_eq!(standby.read_wal(0, all.len()).unwrap(), all);
+    // What was acknowledged is on the medium, whichever thread wrote it.
+    let after = s_storage.power_loss(None);
+    drop(standby);
+    let mut cfg = sim_config(&after);
+    cfg.cluster_id = Some(primary.cluster_id());
+    let standby = Engine::open(cfg).unwrap();
+    assert_eq!(standby.end_lsn(), end);
+    for k in primary.scan(None, 1000) {
+        assert_eq!(standby.get(&k), primary.get(&k));
+    }
+}
+
+#[test]
 fn hostile_chunks_are_refused_and_change_nothing() {
     let primary = Engine::open(sim_config(&SimStorage::new())).unwrap();
     for i in 0..10 {

@@ -138,6 +138,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "fsyncs": s.fsyncs,
             "group_commits": s.group_commits,
             "commit_delays": s.commit_delays,
+            "inline_flushes": s.inline_flushes,
             "segments": s.wal_segments,
             "poisoned": s.poisoned,
         },

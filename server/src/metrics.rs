@@ -477,6 +477,12 @@ pub fn render_prometheus(shared: &Shared) -> String {
     );
     counter(
         &mut out,
+        "walship_wal_inline_flushes_total",
+        "Batches of replicated WAL written by the WAL receiver itself, the flusher being idle.",
+        s.inline_flushes,
+    );
+    counter(
+        &mut out,
         "walship_wal_records_total",
         "WAL records written.",
         s.records_written,

@@ -31,6 +31,8 @@ pub struct StoreStats {
     pub group_commits: u64,
     /// Group commits the flusher delayed (`commit_delay_us`).
     pub commit_delays: u64,
+    /// Batches of replicated WAL the receiver wrote itself (flusher idle).
+    pub inline_flushes: u64,
     pub wal_segments: u64,
     pub written_lsn: Lsn,
     pub checkpoints: u64,
@@ -243,6 +245,7 @@ impl Store {
             records_written: s.records_appended,
             group_commits: s.flush_batches,
             commit_delays: s.commit_delays,
+            inline_flushes: s.inline_flushes,
             wal_segments: s.wal_segments,
             written_lsn: s.written_lsn,
             checkpoints: s.checkpoints,

@@ -8,6 +8,10 @@
 //! writer whose record is covered. While the flusher waits for the disk, the
 //! next batch gathers in the queue: that is the group.
 //!
+//! On a standby the receiving thread may write a batch itself
+//! ([`Wal::flush_inline`]) when the flusher is idle: whoever holds the
+//! flush state writes the next batch, so batches still go out in order.
+//!
 //! Segment space is allocated by the appender *before* a record enters the
 //! queue, so a full disk fails that one write cleanly and the flusher only
 //! ever overwrites preallocated, zero-filled blocks.
@@ -212,6 +216,9 @@ pub(crate) struct WalCounters {
     pub segments_created: AtomicU64,
     /// Batches the flusher delayed under [`CommitDelay`].
     pub commit_delays: AtomicU64,
+    /// Batches of replicated WAL written by the receiving thread itself
+    /// ([`Wal::flush_inline`]).
+    pub inline_flushes: AtomicU64,
 }
 
 struct Queue {
@@ -298,6 +305,7 @@ pub(crate) struct WalShared {
     sync_method: WalSyncMethod,
     commit_delay: Arc<CommitDelay>,
     queue: Mutex<Queue>,
+    flush_state: Mutex<FlushState>,
     recent: parking_lot::RwLock<RecentWal>,
     /// Flusher waits here for data.
     queue_cv: Condvar,
@@ -442,6 +450,7 @@ impl Wal {
                 has_local: false,
                 shutdown: false,
             }),
+            flush_state: Mutex::new(FlushState::new()),
             queue_cv: Condvar::new(),
             progress_cv: Condvar::new(),
             sendable_lsn: AtomicU64::new(end_lsn),
@@ -499,12 +508,14 @@ impl Wal {
     /// Appends one mutation; returns its end LSN (the position just past it).
     pub fn append(&self, m: &Mutation, epoch: u64) -> Result<u64, WriteError> {
         let len = (super::record::RECORD_HEADER_BYTES + m.payload_len()) as u64;
-        self.append_with(len, epoch, true, |lsn, buf| {
+        self.append_with(len, epoch, true, true, |lsn, buf| {
             m.encode(lsn, buf);
         })
     }
 
-    /// Appends bytes already framed at `lsn` (replicated WAL). The caller verified them.
+    /// Appends bytes already framed at `lsn` (replicated WAL). The caller
+    /// verified them. The flusher is not woken: the caller must call
+    /// [`Wal::flush_inline`] next, which writes them or wakes it.
     pub fn append_raw(
         &self,
         lsn: u64,
@@ -518,7 +529,7 @@ impl Wal {
                 "WAL chunk starts at LSN {lsn} but this node's WAL ends at {end}"
             )));
         }
-        let r = self.append_with(bytes.len() as u64, epoch, false, |_, buf| {
+        let r = self.append_with(bytes.len() as u64, epoch, false, false, |_, buf| {
             buf.extend_from_slice(bytes)
         })?;
         self.shared
@@ -533,6 +544,7 @@ impl Wal {
         len: u64,
         epoch: u64,
         local: bool,
+        notify: bool,
         encode: impl FnOnce(u64, &mut Vec<u8>),
     ) -> Result<u64, WriteError> {
         if let Some(reason) = self.shared.poison_reason() {
@@ -545,6 +557,7 @@ impl Wal {
             && !q.shutdown
             && !self.shared.is_poisoned.load(Ordering::Acquire)
         {
+            self.shared.queue_cv.notify_one();
             self.shared.progress_cv.wait(&mut q);
         }
         if q.shutdown {
@@ -568,8 +581,46 @@ impl Wal {
             .counters
             .records_appended
             .fetch_add(1, Ordering::Relaxed);
-        self.shared.queue_cv.notify_one();
+        if notify {
+            self.shared.queue_cv.notify_one();
+        }
         Ok(lsn + len)
+    }
+
+    /// Writes what the queue holds on the calling thread if no flush is in
+    /// progress, else leaves it to the flusher thread (which takes it after
+    /// its current batch). A standby's receiver calls this after each chunk
+    /// it appends: when its flusher is idle the chunk is written without
+    /// waking another thread, which is one hand-off less on the path of a
+    /// synchronous commit. Only under `--fsync always`; otherwise, and
+    /// during a commit delay, the flusher is woken as for any append.
+    pub fn flush_inline(&self) {
+        let shared = &*self.shared;
+        if shared.policy != FsyncPolicy::Always || shared.is_poisoned.load(Ordering::Acquire) {
+            shared.queue_cv.notify_one();
+            return;
+        }
+        let Some(mut st) = shared.flush_state.try_lock() else {
+            // The flusher holds it and looks at the queue again before it
+            // sleeps; the notification covers a flusher about to take it.
+            shared.queue_cv.notify_one();
+            return;
+        };
+        let batch = {
+            let mut q = shared.queue.lock();
+            if q.buf.is_empty() || q.shutdown {
+                drop(q);
+                drop(st);
+                shared.queue_cv.notify_one();
+                return;
+            }
+            take_batch(&mut q, &mut st)
+        };
+        shared
+            .counters
+            .inline_flushes
+            .fetch_add(1, Ordering::Relaxed);
+        write_and_publish(shared, &mut st, batch);
     }
 
     /// Makes sure segments exist up to `lsn`, activating prepared ones or
@@ -797,31 +848,82 @@ fn preallocate(storage: &dyn Storage, path: &Path, size: u64) -> Result<(), std:
     Ok(())
 }
 
+/// What the flusher keeps between batches. Whoever holds it (the flusher
+/// thread, or a standby's receiver flushing inline) may take and write the
+/// next batch; the lock orders batches. Lock order: this, then the queue.
+struct FlushState {
+    /// The previous batch's buffer, handed back to the queue for reuse.
+    spare: Vec<u8>,
+    /// Segments written but not yet fdatasynced (`fdatasync` method).
+    unsynced: Vec<Arc<Segment>>,
+    last_sync: Instant,
+    /// Moving average of fsync times (1/8 weight to the newest): the cap on
+    /// the commit delay. Starts at 0, so nothing is delayed before an fsync
+    /// was timed.
+    fsync_avg_ns: u64,
+}
+
+impl FlushState {
+    fn new() -> FlushState {
+        FlushState {
+            spare: Vec::new(),
+            unsynced: Vec::new(),
+            last_sync: Instant::now(),
+            fsync_avg_ns: 0,
+        }
+    }
+}
+
+/// One batch taken from the queue.
+struct Batch {
+    data: Vec<u8>,
+    start: u64,
+    sync_requested: u64,
+    shutdown: bool,
+}
+
+/// Takes the whole queue as one batch; the caller holds the flush state.
+fn take_batch(q: &mut Queue, st: &mut FlushState) -> Batch {
+    st.spare.clear();
+    q.has_local = false;
+    let data = std::mem::replace(&mut q.buf, std::mem::take(&mut st.spare));
+    let start = q.start_lsn;
+    q.start_lsn += data.len() as u64;
+    Batch {
+        data,
+        start,
+        sync_requested: q.sync_requested,
+        shutdown: q.shutdown,
+    }
+}
+
 fn flusher_loop(shared: &WalShared) {
-    let mut spare: Vec<u8> = Vec::new();
-    let mut unsynced: Vec<Arc<Segment>> = Vec::new();
-    let mut last_sync = Instant::now();
-    // Moving average of fsync times (1/8 weight to the newest): the cap on
-    // the commit delay. Starts at 0, so nothing is delayed before an fsync
-    // was timed.
-    let mut fsync_avg_ns: u64 = 0;
     loop {
-        let (data, start, sync_requested, shutdown) = {
+        let mut st = shared.flush_state.lock();
+        let batch = {
             let mut q = shared.queue.lock();
-            loop {
-                let want_sync =
-                    q.sync_requested > shared.synced_lsn() || (q.shutdown && !unsynced.is_empty());
-                let interval_due = matches!(shared.policy, FsyncPolicy::IntervalMs(ms) if !unsynced.is_empty() && last_sync.elapsed() >= Duration::from_millis(ms));
-                if !q.buf.is_empty() || want_sync || interval_due || q.shutdown {
-                    break;
-                }
-                match shared.policy {
-                    FsyncPolicy::IntervalMs(ms) if !unsynced.is_empty() => {
-                        let left = Duration::from_millis(ms).saturating_sub(last_sync.elapsed());
+            let want_sync =
+                q.sync_requested > shared.synced_lsn() || (q.shutdown && !st.unsynced.is_empty());
+            let interval_due = matches!(shared.policy, FsyncPolicy::IntervalMs(ms) if !st.unsynced.is_empty() && st.last_sync.elapsed() >= Duration::from_millis(ms));
+            if q.buf.is_empty() && !want_sync && !interval_due && !q.shutdown {
+                // Nothing to do: sleep with the flush state free, so that a
+                // standby's receiver can flush inline meanwhile
+                // ([`Wal::flush_inline`]). The queue stays locked until the
+                // wait begins, so no append is missed.
+                let interval_left = match shared.policy {
+                    FsyncPolicy::IntervalMs(ms) if !st.unsynced.is_empty() => {
+                        Some(Duration::from_millis(ms).saturating_sub(st.last_sync.elapsed()))
+                    }
+                    _ => None,
+                };
+                drop(st);
+                match interval_left {
+                    Some(left) => {
                         shared.queue_cv.wait_for(&mut q, left);
                     }
-                    _ => shared.queue_cv.wait(&mut q),
+                    None => shared.queue_cv.wait(&mut q),
                 }
+                continue;
             }
             if shared.policy == FsyncPolicy::Always && q.has_local && !q.shutdown {
                 // commit_delay: let the writers about to arrive join this
@@ -831,7 +933,7 @@ fn flusher_loop(shared: &WalShared) {
                 // on it are not writers about to arrive. (Lock order: queue,
                 // then waiters.)
                 let waiting = || shared.waiters.lock().len();
-                if let Some(delay) = shared.commit_delay.before_batch(waiting, fsync_avg_ns) {
+                if let Some(delay) = shared.commit_delay.before_batch(waiting, st.fsync_avg_ns) {
                     shared
                         .counters
                         .commit_delays
@@ -839,105 +941,109 @@ fn flusher_loop(shared: &WalShared) {
                     MutexGuard::unlocked(&mut q, || std::thread::sleep(delay));
                 }
             }
-            spare.clear();
-            q.has_local = false;
-            let data = std::mem::replace(&mut q.buf, std::mem::take(&mut spare));
-            let start = q.start_lsn;
-            q.start_lsn += data.len() as u64;
-            (data, start, q.sync_requested, q.shutdown)
+            take_batch(&mut q, &mut st)
         };
-        shared.progress_cv.notify_all();
-        if shared.is_poisoned.load(Ordering::Acquire) {
-            if shutdown {
-                return;
-            }
-            spare = data;
-            continue;
-        }
-        let end = start + data.len() as u64;
-        if !data.is_empty() {
-            // Senders may ship the batch while it is written: a write that
-            // is also the flush (open_datasync) then overlaps the standbys'
-            // flushes, as a buffered write followed by fdatasync does. If
-            // this process dies first, the bytes a standby got are past
-            // what the restarted primary recovers, and the new epoch it
-            // starts makes that standby rewind (docs/replication-protocol.md).
-            shared.recent.write().push(start, &data);
-            shared.sendable_lsn.store(end, Ordering::Release);
-            shared.sendable_tx.send_replace(end);
-            if let Some(l) = &*shared.sendable_listener.read() {
-                l(start, &data);
-            }
-            let began = Instant::now();
-            match write_batch(shared, start, &data, &mut unsynced) {
-                Ok(()) => {}
-                Err(e) => {
-                    shared.poison(if shared.writes_durably() {
-                        format!("durable WAL write (O_DIRECT|O_DSYNC, its own fdatasync) at LSN {start} failed: {e}")
-                    } else {
-                        format!("WAL write at LSN {start} failed: {e}")
-                    });
-                    continue;
-                }
-            }
-            if shared.writes_durably() {
-                last_sync = flush_timed(began, &mut fsync_avg_ns);
-            }
-            shared
-                .counters
-                .bytes_written
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            shared
-                .counters
-                .flush_batches
-                .fetch_add(1, Ordering::Relaxed);
-            shared.written_lsn.store(end, Ordering::Release);
-            shared.written_tx.send_replace(end);
-            if !shared.writes_durably() {
-                // Written but not yet flushed: remote_write can count it now.
-                shared.progress_published();
-            }
-        }
-        let written = shared.written_lsn();
-        let must_sync = match shared.policy {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::IntervalMs(ms) => last_sync.elapsed() >= Duration::from_millis(ms),
-            FsyncPolicy::Never => false,
-        } || sync_requested > shared.synced_lsn()
-            || shutdown;
-        if must_sync && !unsynced.is_empty() {
-            let began = Instant::now();
-            if let Err(e) = sync_segments(shared, &mut unsynced) {
-                shared.poison(format!("fdatasync of the WAL failed: {e}"));
-                continue;
-            }
-            last_sync = flush_timed(began, &mut fsync_avg_ns);
-        }
-        if (must_sync || unsynced.is_empty()) && shared.synced_lsn() != written {
-            shared.synced_lsn.store(written, Ordering::Release);
-            shared.flushed_tx.send_replace(written);
-            shared.progress_published();
-        }
-        let ack = match shared.policy {
-            FsyncPolicy::Always => shared.synced_lsn(),
-            _ => written,
-        };
-        shared.ack_lsn.store(ack, Ordering::Release);
-        // Waking many writers costs a syscall each: the notifier thread does
-        // it while this thread starts on the next batch. A few are woken here,
-        // which saves a thread hop when concurrency is low.
-        if shared.waiters.lock().len() <= DIRECT_WAKE_MAX_WAITERS {
-            wake_waiters(shared, ack);
-        } else {
-            let _g = shared.notifier_stop.lock();
-            shared.notifier_cv.notify_one();
-        }
-        shared.progress_cv.notify_all();
-        spare = data;
+        let shutdown = batch.shutdown;
+        write_and_publish(shared, &mut st, batch);
+        drop(st);
         if shutdown && shared.queue.lock().buf.is_empty() {
             return;
         }
     }
+}
+
+/// Writes one batch, makes it durable under the policy, publishes the new
+/// LSNs and wakes the writers they acknowledge. The caller holds the flush
+/// state, so batches are written in LSN order.
+fn write_and_publish(shared: &WalShared, st: &mut FlushState, batch: Batch) {
+    let Batch {
+        data,
+        start,
+        sync_requested,
+        shutdown,
+    } = batch;
+    shared.progress_cv.notify_all();
+    if shared.is_poisoned.load(Ordering::Acquire) {
+        st.spare = data;
+        return;
+    }
+    let end = start + data.len() as u64;
+    if !data.is_empty() {
+        // Senders may ship the batch while it is written: a write that
+        // is also the flush (open_datasync) then overlaps the standbys'
+        // flushes, as a buffered write followed by fdatasync does. If
+        // this process dies first, the bytes a standby got are past
+        // what the restarted primary recovers, and the new epoch it
+        // starts makes that standby rewind (docs/replication-protocol.md).
+        shared.recent.write().push(start, &data);
+        shared.sendable_lsn.store(end, Ordering::Release);
+        shared.sendable_tx.send_replace(end);
+        if let Some(l) = &*shared.sendable_listener.read() {
+            l(start, &data);
+        }
+        let began = Instant::now();
+        if let Err(e) = write_batch(shared, start, &data, &mut st.unsynced) {
+            shared.poison(if shared.writes_durably() {
+                format!("durable WAL write (O_DIRECT|O_DSYNC, its own fdatasync) at LSN {start} failed: {e}")
+            } else {
+                format!("WAL write at LSN {start} failed: {e}")
+            });
+            return;
+        }
+        if shared.writes_durably() {
+            st.last_sync = flush_timed(began, &mut st.fsync_avg_ns);
+        }
+        shared
+            .counters
+            .bytes_written
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .flush_batches
+            .fetch_add(1, Ordering::Relaxed);
+        shared.written_lsn.store(end, Ordering::Release);
+        shared.written_tx.send_replace(end);
+        if !shared.writes_durably() {
+            // Written but not yet flushed: remote_write can count it now.
+            shared.progress_published();
+        }
+    }
+    let written = shared.written_lsn();
+    let must_sync = match shared.policy {
+        FsyncPolicy::Always => true,
+        FsyncPolicy::IntervalMs(ms) => st.last_sync.elapsed() >= Duration::from_millis(ms),
+        FsyncPolicy::Never => false,
+    } || sync_requested > shared.synced_lsn()
+        || shutdown;
+    if must_sync && !st.unsynced.is_empty() {
+        let began = Instant::now();
+        if let Err(e) = sync_segments(shared, &mut st.unsynced) {
+            shared.poison(format!("fdatasync of the WAL failed: {e}"));
+            return;
+        }
+        st.last_sync = flush_timed(began, &mut st.fsync_avg_ns);
+    }
+    if (must_sync || st.unsynced.is_empty()) && shared.synced_lsn() != written {
+        shared.synced_lsn.store(written, Ordering::Release);
+        shared.flushed_tx.send_replace(written);
+        shared.progress_published();
+    }
+    let ack = match shared.policy {
+        FsyncPolicy::Always => shared.synced_lsn(),
+        _ => written,
+    };
+    shared.ack_lsn.store(ack, Ordering::Release);
+    // Waking many writers costs a syscall each: the notifier thread does
+    // it while this thread starts on the next batch. A few are woken here,
+    // which saves a thread hop when concurrency is low.
+    if shared.waiters.lock().len() <= DIRECT_WAKE_MAX_WAITERS {
+        wake_waiters(shared, ack);
+    } else {
+        let _g = shared.notifier_stop.lock();
+        shared.notifier_cv.notify_one();
+    }
+    shared.progress_cv.notify_all();
+    st.spare = data;
 }
 
 /// Folds a flush that began at `began` and ended now into the moving

@@ -244,6 +244,7 @@ fn info_persistence(shared: &Shared, out: &mut String) {
     field!(out, "wal_fsyncs", s.fsyncs);
     field!(out, "wal_group_commits", s.group_commits);
     field!(out, "wal_commit_delays", s.commit_delays);
+    field!(out, "wal_inline_flushes", s.inline_flushes);
     field!(out, "checkpoints", s.checkpoints);
     field!(out, "checkpoint_ms_total", s.checkpoint_ms_total);
     field!(out, "last_checkpoint_lsn", s.last_checkpoint_lsn);
