@@ -165,6 +165,31 @@ fn non_bulk_element_in_array_is_a_protocol_error() {
 }
 
 #[test]
+fn bulk_length_that_disagrees_with_the_data_runs_nothing() {
+    let server = server_with_data();
+    // Redis would SET new:key to "abc" and then run "f" as a command.
+    assert_protocol_error(
+        &server,
+        b"*3\r\n$3\r\nSET\r\n$7\r\nnew:key\r\n$3\r\nabcdef\r\n",
+        "ERR Protocol error: bulk string not followed by CRLF (its length does not match its data)",
+    );
+    // A request before it in the same packet runs; the bad one does not.
+    let mut raw = server.raw();
+    raw.send(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$7\r\nnew:key\r\n$2\r\nabc\r\n")
+        .unwrap();
+    assert_eq!(raw.read_reply().unwrap(), Reply::Simple("PONG".into()));
+    assert_eq!(
+        raw.read_reply().unwrap(),
+        Reply::Error(
+            "ERR Protocol error: bulk string not followed by CRLF (its length does not match its data)"
+                .into()
+        )
+    );
+    assert!(raw.read_until_closed().unwrap().is_empty());
+    assert_healthy(&server, "bulk lengths that disagree with their data");
+}
+
+#[test]
 fn empty_and_negative_arrays_are_ignored_like_redis() {
     let server = server_with_data();
     let mut raw = server.raw();

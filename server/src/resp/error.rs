@@ -9,6 +9,9 @@ pub enum ProtocolError {
     InvalidMultibulkLength,
     /// `$` header that is not an integer, is negative, or exceeds `proto-max-bulk-len`.
     InvalidBulkLength,
+    /// A bulk string's payload not followed by CRLF: its length and its data
+    /// disagree. (Redis skips these two bytes unchecked.)
+    BulkNotTerminated,
     /// An array element that does not start with `$`; carries the byte found.
     ExpectedDollar(u8),
     /// An inline command line longer than the inline limit (64 KiB).
@@ -35,6 +38,9 @@ impl fmt::Display for ProtocolError {
                 f.write_str("Protocol error: invalid multibulk length")
             }
             ProtocolError::InvalidBulkLength => f.write_str("Protocol error: invalid bulk length"),
+            ProtocolError::BulkNotTerminated => {
+                f.write_str("Protocol error: bulk string not followed by CRLF (its length does not match its data)")
+            }
             ProtocolError::ExpectedDollar(b) => {
                 write!(
                     f,

@@ -252,9 +252,15 @@ impl Parser {
             let start = cr + 2;
             let end = start + len as usize;
             // The element is complete once its payload and trailing CRLF arrived.
-            // Like Redis, the two bytes after the payload are skipped unchecked.
+            // Redis skips the two bytes after the payload unchecked, so a
+            // length that disagrees with the data runs a command with a cut
+            // argument and parses the rest as another command; here such a
+            // request is refused whole, before anything runs.
             if buf.len() < end + 2 {
                 return Ok(Parsed::Incomplete);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::BulkNotTerminated);
             }
             req.ranges.push((start, end));
             pos = end + 2;

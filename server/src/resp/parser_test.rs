@@ -28,6 +28,27 @@ fn words(v: &[&str]) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn bulk_whose_length_disagrees_with_its_data_is_refused_whole() {
+    // Longer than declared: "abcdef" with `$3`.
+    let err = parse_all(
+        &mut parser(),
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabcdef\r\n",
+    )
+    .unwrap_err();
+    assert_eq!(err, ProtocolError::BulkNotTerminated);
+    // Shorter than declared: the CRLF is taken as data, then comes more.
+    let err = parse_all(&mut parser(), b"*2\r\n$3\r\nGET\r\n$4\r\nab\r\nxy").unwrap_err();
+    assert_eq!(err, ProtocolError::BulkNotTerminated);
+    // A lone `\n` is not a terminator either.
+    let err = parse_all(&mut parser(), b"*1\r\n$4\r\nPING\n\n").unwrap_err();
+    assert_eq!(err, ProtocolError::BulkNotTerminated);
+    // Until both bytes arrived, it is only incomplete.
+    let (reqs, used) = parse_all(&mut parser(), b"*1\r\n$4\r\nPING\r").unwrap();
+    assert!(reqs.is_empty());
+    assert_eq!(used, 0);
+}
+
+#[test]
 fn complete_array_is_parsed() {
     let (reqs, used) = parse_all(&mut parser(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
     assert_eq!(reqs, vec![words(&["GET", "k"])]);
