@@ -12,7 +12,8 @@ use crate::wal::record::{
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
 use crate::wal::writer::{
-    CommitDelay, FlushSettings, FsyncPolicy, ProgressListener, SendableListener, Wal, WalSyncMethod,
+    CommitDelay, FlushSettings, FsyncPolicy, ProgressListener, SendableListener, WaitingWriter,
+    Wal, WalSyncMethod,
 };
 use crate::wal::Segments;
 use crate::Lsn;
@@ -122,8 +123,8 @@ pub struct EngineStats {
     pub fsyncs: u64,
     /// Batches the flusher delayed to let more writers join (`commit_delay`).
     pub commit_delays: u64,
-    /// Batches of replicated WAL written by the receiving thread itself,
-    /// the flusher being idle.
+    /// Batches written by the thread that appended them, the flusher being
+    /// idle: a standby's WAL receiver, or a lone writer.
     pub inline_flushes: u64,
     /// Segments created.
     pub segments_created: u64,
@@ -597,6 +598,22 @@ impl Engine {
     /// Completes when the write ending at `lsn` is durable under the fsync policy.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WriteError> {
         self.inner.wal.wait_durable(lsn).await
+    }
+
+    /// Makes `lsn` durable on the calling thread if this writer is alone (the
+    /// WAL flusher idle, no other writer waiting for a flush or holding a
+    /// [`Engine::waiting_writer`] guard); otherwise leaves it to the
+    /// flusher. Blocks for one durable write when it writes; call it right
+    /// before [`Engine::wait_durable`].
+    pub fn flush_if_alone(&self, lsn: Lsn) {
+        self.inner.wal.flush_inline_alone(lsn)
+    }
+
+    /// Counts the caller as a writer waiting for its acknowledgement (local
+    /// or by standbys) until the guard is dropped; see
+    /// [`Engine::flush_if_alone`].
+    pub fn waiting_writer(&self) -> WaitingWriter {
+        self.inner.wal.waiting_writer()
     }
 
     /// Blocking form of [`Engine::wait_durable`]; never call it inside an async runtime.

@@ -55,7 +55,7 @@ pub use memtable::{Entry, Memtable};
 pub use storage::{FsStorage, SimFaults, SimStorage, Storage, StorageFile};
 pub use wal::record::{BatchOp, Mutation};
 pub use wal::writer::{
-    CommitDelay, FsyncPolicy, ProgressListener, SendableListener, WalSyncMethod,
+    CommitDelay, FsyncPolicy, ProgressListener, SendableListener, WaitingWriter, WalSyncMethod,
 };
 
 /// What [`Engine::transact`]'s closure sees: the current state.

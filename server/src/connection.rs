@@ -381,6 +381,15 @@ impl Connection {
         if wrote && level == SynchronousCommit::Off {
             return Ok(());
         }
+        // A lone writer (one client) writes its record itself rather than
+        // waking the WAL flusher and being woken by it: one durable write on
+        // this worker. Writers waiting meanwhile are counted, so that a
+        // second one leaves the flush to the flusher's group commit.
+        let _waiting = wrote.then(|| {
+            let engine = self.shared.store.engine();
+            engine.flush_if_alone(lsn);
+            engine.waiting_writer()
+        });
         let local = async {
             self.shared
                 .store

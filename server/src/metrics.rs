@@ -478,7 +478,7 @@ pub fn render_prometheus(shared: &Shared) -> String {
     counter(
         &mut out,
         "walship_wal_inline_flushes_total",
-        "Batches of replicated WAL written by the WAL receiver itself, the flusher being idle.",
+        "WAL batches written by the thread that appended them (a standby's WAL receiver, or a lone writer), the flusher being idle.",
         s.inline_flushes,
     );
     counter(

@@ -31,7 +31,7 @@ pub struct StoreStats {
     pub group_commits: u64,
     /// Group commits the flusher delayed (`commit_delay_us`).
     pub commit_delays: u64,
-    /// Batches of replicated WAL the receiver wrote itself (flusher idle).
+    /// Batches written by the thread that appended them (flusher idle).
     pub inline_flushes: u64,
     pub wal_segments: u64,
     pub written_lsn: Lsn,
