@@ -235,7 +235,10 @@ fn a_standby_whose_disk_fills_stops_receiving_and_catches_up_once_space_is_freed
         );
     }
     let log = standby.log();
-    let why = log.lines().find(|l| l.contains("disk full")).unwrap_or_default();
+    let why = log
+        .lines()
+        .find(|l| l.contains("disk full"))
+        .unwrap_or_default();
     eprintln!("disk_full: the standby held {held} of {total} keys when its disk filled: {why}");
 
     // Space freed: it reconnects, resumes from its own LSN and converges.

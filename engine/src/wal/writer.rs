@@ -209,6 +209,11 @@ pub(crate) struct FlushSettings {
 const QUEUE_MAX_BYTES: usize = 32 << 20;
 /// Up to this many waiters the flusher wakes them itself.
 const DIRECT_WAKE_MAX_WAITERS: usize = 4;
+
+/// The largest batch a lone writer writes itself ([`Wal::flush_inline_alone`]):
+/// it runs on a tokio worker, which a big write would hold for long, and
+/// for a big write the hand-off to the flusher costs nothing that matters.
+const LONE_WRITER_MAX_BYTES: usize = 64 << 10;
 /// Bytes written with one zero-fill call while preallocating.
 const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 /// The newest WAL bytes kept in memory for senders (PostgreSQL's WAL
@@ -644,12 +649,13 @@ impl Wal {
     /// Writes the queue up to at least `lsn` on the calling thread when this
     /// writer is alone: the flusher idle, no other writer waiting (neither
     /// for a flush nor, as a [`WaitingWriter`], for its standbys), the last
-    /// batch and the queue each holding one append, and the record at `lsn`
-    /// not yet taken. At one client this spares the hand-off
-    /// to the flusher thread and back (each a sleep and a wake-up); with
-    /// company, the flusher's group commit (and its commit delay) serves
-    /// everyone better, so nothing is done. Only under `--fsync always`.
-    /// Blocks for one durable write when it writes.
+    /// batch and the queue each holding one append, the queue at most
+    /// [`LONE_WRITER_MAX_BYTES`], and the record at `lsn` not yet taken. At
+    /// one client this spares the hand-off to the flusher thread and back
+    /// (each a sleep and a wake-up); with company, the flusher's group commit
+    /// (and its commit delay) serves everyone better, so nothing is done.
+    /// Only under `--fsync always`. Blocks for one durable write when it
+    /// writes.
     pub fn flush_inline_alone(&self, lsn: u64) {
         let shared = &*self.shared;
         if shared.policy != FsyncPolicy::Always
@@ -671,7 +677,12 @@ impl Wal {
         }
         let batch = {
             let mut q = shared.queue.lock();
-            if q.buf.is_empty() || q.shutdown || q.start_lsn >= lsn || q.appends > 1 {
+            if q.buf.is_empty()
+                || q.buf.len() > LONE_WRITER_MAX_BYTES
+                || q.shutdown
+                || q.start_lsn >= lsn
+                || q.appends > 1
+            {
                 return;
             }
             take_batch(&mut q, &mut st)
@@ -1220,7 +1231,7 @@ fn sync_dir_once(shared: &WalShared, seg: &Segment) -> std::io::Result<()> {
 mod tests {
     use super::{
         CommitDelay, FlushSettings, FsyncPolicy, RecentWal, Segments, Wal, WalSyncMethod,
-        RECENT_WAL_BYTES,
+        LONE_WRITER_MAX_BYTES, RECENT_WAL_BYTES,
     };
     use crate::storage::{SimStorage, Storage};
     use std::sync::atomic::Ordering;
@@ -1327,6 +1338,14 @@ mod tests {
         let last = append_until_written_inline(&wal, next, 6, 10);
         assert_eq!(inline_flushes(&wal), 1);
         assert_eq!(wal.shared.synced_lsn(), last);
+        // But not with a big record: that one is the flusher's.
+        let big = wal
+            .append_raw(last, &vec![8u8; LONE_WRITER_MAX_BYTES + 1], 1, 1)
+            .unwrap();
+        wal.flush_inline_alone(big);
+        assert_eq!(inline_flushes(&wal), 1);
+        wal.sync_to(big).unwrap();
+        assert_eq!(wal.shared.synced_lsn(), big);
     }
 
     #[test]
