@@ -258,22 +258,33 @@ struct RecentWal {
 }
 
 impl RecentWal {
+    /// An empty window starting at `lsn`, its ring allocated at the cap up
+    /// front (the pages are touched only as WAL fills them).
+    fn new(lsn: u64) -> RecentWal {
+        RecentWal {
+            start_lsn: lsn,
+            bytes: std::collections::VecDeque::with_capacity(RECENT_WAL_BYTES),
+        }
+    }
+
     /// Adds the batch that starts at `lsn`, dropping the oldest bytes past the cap.
     /// The newest batch is always kept whole, however large.
+    ///
+    /// The oldest bytes go before the new ones come in, so the ring never
+    /// holds more than the cap (or the one larger batch) and, created with
+    /// [`RecentWal::new`], never grows: no reallocation copies megabytes,
+    /// and resident memory stays at the cap, not at twice it.
     fn push(&mut self, lsn: u64, data: &[u8]) {
         if lsn != self.start_lsn + self.bytes.len() as u64 {
             self.bytes.clear();
             self.start_lsn = lsn;
         }
-        self.bytes.extend(data);
-        let over = self
-            .bytes
-            .len()
-            .saturating_sub(RECENT_WAL_BYTES.max(data.len()));
+        let over = (self.bytes.len() + data.len()).saturating_sub(RECENT_WAL_BYTES.max(data.len()));
         if over > 0 {
             self.bytes.drain(..over);
             self.start_lsn += over as u64;
         }
+        self.bytes.extend(data);
     }
 
     /// A copy of `[lsn, lsn + len)` if all of it is here; otherwise the
@@ -459,10 +470,7 @@ impl Wal {
             policy,
             sync_method,
             commit_delay,
-            recent: parking_lot::RwLock::new(RecentWal {
-                start_lsn: end_lsn,
-                bytes: Default::default(),
-            }),
+            recent: parking_lot::RwLock::new(RecentWal::new(end_lsn)),
             queue: Mutex::new(Queue {
                 buf: Vec::new(),
                 start_lsn: end_lsn,
@@ -1374,10 +1382,8 @@ mod tests {
 
     #[test]
     fn recent_wal_serves_the_newest_bytes_and_says_where_it_starts() {
-        let mut r = RecentWal {
-            start_lsn: 1000,
-            bytes: Default::default(),
-        };
+        let mut r = RecentWal::new(1000);
+        let capacity = r.bytes.capacity();
         assert_eq!(r.read(1000, 1), Err(1000));
         let mut lsn = 1000u64;
         // Enough batches to wrap the ring and drop the oldest bytes.
@@ -1398,14 +1404,12 @@ mod tests {
             assert_eq!(r.read(from, len), Ok(bytes(from, len)), "[{from}, +{len})");
         }
         assert_eq!(r.read(lsn, 0), Ok(Vec::new()));
+        assert_eq!(r.bytes.capacity(), capacity, "the ring never grew");
     }
 
     #[test]
     fn recent_wal_keeps_a_batch_larger_than_its_cap_and_restarts_on_a_gap() {
-        let mut r = RecentWal {
-            start_lsn: 0,
-            bytes: Default::default(),
-        };
+        let mut r = RecentWal::new(0);
         let big = RECENT_WAL_BYTES + 4096;
         r.push(0, &bytes(0, 100));
         r.push(100, &bytes(100, big));
