@@ -28,7 +28,7 @@
 //! then per entry: key length u32, value length u32, LSN u64, key, value.
 
 use crate::error::EngineError;
-use crate::memtable::{Entry, Memtable};
+use crate::memtable::Memtable;
 use crate::storage::{self, Storage, StorageFile};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -117,15 +117,15 @@ impl<'a> CheckpointWriter<'a> {
         })
     }
 
-    pub fn push(&mut self, key: &[u8], entry: &Entry) -> Result<(), EngineError> {
+    pub fn push(&mut self, key: &[u8], lsn: u64, value: &[u8]) -> Result<(), EngineError> {
         let start = self.buf.len();
         self.buf
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.buf
-            .extend_from_slice(&(entry.value.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(&entry.lsn.to_le_bytes());
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&lsn.to_le_bytes());
         self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&entry.value);
+        self.buf.extend_from_slice(value);
         self.crc.update(&self.buf[start..]);
         self.entries += 1;
         if self.buf.len() >= WRITE_BUFFER_BYTES {
@@ -270,10 +270,8 @@ pub fn load(
         if body.len() - p < klen + vlen {
             return Err("entry past end of file".into());
         }
-        let key = Bytes::copy_from_slice(&body[p..p + klen]);
-        let value = Bytes::copy_from_slice(&body[p + klen..p + klen + vlen]);
+        table.put(&body[p..p + klen], &body[p + klen..p + klen + vlen], lsn);
         p += klen + vlen;
-        table.insert_entry(key, Entry { value, lsn });
     }
     if p != body.len() {
         return Err("trailing bytes after the last entry".into());

@@ -4,7 +4,7 @@ use crate::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use crate::control::Control;
 use crate::epochs::EpochHistory;
 use crate::error::{EngineError, WriteError};
-use crate::memtable::{Entry, Memtable};
+use crate::memtable::{Entry, Memtable, Value};
 use crate::storage::{FsStorage, Storage};
 use crate::wal::record::{
     self, BatchOp, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
@@ -302,9 +302,7 @@ impl Engine {
                 if matches!(m, Mutation::EpochChange { .. }) {
                     epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
                 } else {
-                    // Recovery decodes keys and values into allocations of
-                    // their own: kept as they are, not copied again.
-                    memtable.apply_owned(end, m);
+                    memtable.apply(end, &m);
                 }
                 Ok(())
             },
@@ -406,12 +404,12 @@ impl Engine {
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.inner.memtable.read().get(key).cloned()
+        self.inner.memtable.read().get(key)
     }
 
     /// The value of `key` and the end LSN of the write that set it.
     pub fn get_entry(&self, key: &[u8]) -> Option<Entry> {
-        self.inner.memtable.read().entry(key).cloned()
+        self.inner.memtable.read().entry(key)
     }
 
     /// Whether `key` exists.
@@ -435,7 +433,7 @@ impl Engine {
             .memtable
             .read()
             .range_after(after, limit)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Bytes::copy_from_slice(k))
             .collect()
     }
 
@@ -813,20 +811,20 @@ impl Engine {
         }
         let mut writer = CheckpointWriter::create(&*inner.storage, &inner.ckpt_dir, redo_lsn)?;
         let result = (|| {
-            let mut after: Option<Bytes> = None;
+            let mut after: Option<Box<[u8]>> = None;
             loop {
-                let chunk: Vec<(Bytes, Entry)> = {
+                let chunk: Vec<(Box<[u8]>, Value)> = {
                     let mt = inner.memtable.read();
                     mt.range_after(after.as_deref(), 1024)
-                        .map(|(k, e)| (k.clone(), e.clone()))
+                        .map(|(k, v)| (k.into(), v.clone()))
                         .collect()
                 };
                 let Some((last_key, _)) = chunk.last() else {
                     break;
                 };
                 after = Some(last_key.clone());
-                for (k, e) in &chunk {
-                    writer.push(k, e)?;
+                for (k, v) in &chunk {
+                    writer.push(k, v.lsn(), v.bytes())?;
                 }
             }
             let end_lsn = inner.wal.end_lsn();

@@ -51,7 +51,7 @@ pub use checkpoint::CheckpointInfo;
 pub use engine::{Engine, EngineConfig, EngineStats, RecoveryInfo, WalRetention, WeakEngine};
 pub use epochs::{EpochHistory, EpochStart};
 pub use error::{EngineError, WriteError};
-pub use memtable::{Entry, Memtable};
+pub use memtable::{Entry, Memtable, Value};
 pub use storage::{FsStorage, SimFaults, SimStorage, Storage, StorageFile};
 pub use wal::record::{BatchOp, Mutation};
 pub use wal::writer::{

@@ -165,7 +165,8 @@ fn replay(
 ) -> Result<(u64, u64), EngineError> {
     /// A record's start LSN, type and payload.
     enum Found<'a> {
-        Mapped(u64, RecordType, &'a [u8]),
+        /// A record inside one mapped segment: its payload and that mapping.
+        Mapped(u64, RecordType, &'a [u8], &'a Bytes),
         /// A record across a segment boundary, copied out.
         Copied(u64, RecordType, Bytes),
     }
@@ -198,7 +199,7 @@ fn replay(
                             rtype,
                             payload,
                             len,
-                        } => (Found::Mapped(lsn, rtype, payload), len),
+                        } => (Found::Mapped(lsn, rtype, payload, &m.map), len),
                         // Across a segment boundary, or not a record: the
                         // general parser decides.
                         _ => match stream.parse(lsn) {
@@ -230,12 +231,16 @@ fn replay(
         let mut applied = Ok(());
         'batches: for mut batch in rx.iter() {
             for found in batch.drain(..) {
+                // Keys and values stay slices of the mapping (no allocation);
+                // the memtable copies them into its own.
                 let (lsn, rtype, payload) = match &found {
-                    Found::Mapped(lsn, rtype, payload) => (*lsn, *rtype, *payload),
-                    Found::Copied(lsn, rtype, payload) => (*lsn, *rtype, &payload[..]),
+                    Found::Mapped(lsn, rtype, payload, map) => {
+                        (*lsn, *rtype, map.slice_ref(payload))
+                    }
+                    Found::Copied(lsn, rtype, payload) => (*lsn, *rtype, payload.clone()),
                 };
                 let end = lsn + (RECORD_HEADER_BYTES + payload.len()) as u64;
-                let result = Mutation::decode_owned(rtype, payload)
+                let result = Mutation::decode(rtype, &payload)
                     .map_err(|e| EngineError::BadRecord {
                         file: stream.parts[stream.part_index(lsn).expect("in stream")]
                             .seg

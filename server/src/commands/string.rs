@@ -62,11 +62,15 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let (written, old) = ctx.transact(|view| {
         // A plain SET needs no lookup: one tree descent less per write.
         let current = if return_old || cond != Condition::Always {
-            view.get(&key)
+            view.value(&key)
         } else {
             None
         };
-        let old = if return_old { current.cloned() } else { None };
+        let old = if return_old {
+            current.map(|v| v.to_bytes())
+        } else {
+            None
+        };
         let go = match cond {
             Condition::Always => true,
             Condition::IfAbsent => current.is_none(),
@@ -106,7 +110,7 @@ pub fn getset(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = Bytes::copy_from_slice(args.get(1));
     let value = Bytes::copy_from_slice(args.get(2));
     let old = ctx.transact(|view| {
-        let old = view.get(&key).cloned();
+        let old = view.get(&key);
         (Some(Mutation::Put { key, value }), old)
     })?;
     ctx.out.optional_bulk(old.as_deref());
@@ -149,8 +153,7 @@ pub fn expiry_refused(_ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 /// slot (not the readers) while the values are cloned, which is cheap.
 pub fn mget(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let values = ctx.transact(|view| {
-        let values: Vec<Option<Bytes>> =
-            args.iter().skip(1).map(|k| view.get(k).cloned()).collect();
+        let values: Vec<Option<Bytes>> = args.iter().skip(1).map(|k| view.get(k)).collect();
         (None, values)
     })?;
     ctx.out.array(values.len());
@@ -205,9 +208,9 @@ pub fn msetnx(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 
 fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
     let result = ctx.transact(|view| {
-        let current: i64 = match view.get(key) {
+        let current: i64 = match view.value(key) {
             None => 0,
-            Some(v) => match parse_i64(v) {
+            Some(v) => match parse_i64(v.bytes()) {
                 Some(n) => n,
                 None => return (None, Err(CmdError::NotInteger)),
             },
@@ -256,7 +259,7 @@ pub fn append(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     let suffix = args.get(2);
     let len = ctx.transact(|view| {
-        let current = view.get(key).map(|v| &v[..]).unwrap_or(b"");
+        let current = view.value(key).map(|v| v.bytes()).unwrap_or(b"");
         let mut new = Vec::with_capacity(current.len() + suffix.len());
         new.extend_from_slice(current);
         new.extend_from_slice(suffix);
