@@ -7,7 +7,7 @@ use crate::error::{EngineError, WriteError};
 use crate::memtable::{Entry, Memtable, Value};
 use crate::storage::{FsStorage, Storage};
 use crate::wal::record::{
-    self, BatchOp, Mutation, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
+    self, BatchOp, Mutation, Op, Parsed, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
 };
 use crate::wal::recovery;
 use crate::wal::segment::{SEGMENT_SIZE_DEFAULT_BYTES, SEGMENT_SIZE_MIN_BYTES};
@@ -298,13 +298,12 @@ impl Engine {
             &wal_dir,
             control.cluster_id,
             from_lsn,
-            &mut |end, m| {
-                if matches!(m, Mutation::EpochChange { .. }) {
+            &mut |end, op| match op {
+                Op::EpochChange { epoch: e } => {
+                    let m = Mutation::EpochChange { epoch: e };
                     epochs_changed |= apply_to(&mut memtable, &epoch, &mut epochs, end, &m);
-                } else {
-                    memtable.apply(end, &m);
                 }
-                Ok(())
+                op => memtable.apply_op(end, op),
             },
         )?;
         // An epoch whose record did not survive never began.

@@ -16,7 +16,7 @@
 //! length and the bytes ([`Value`]). 40 bytes per slot, against 88 when key
 //! and value were each a `Bytes` handle.
 
-use crate::wal::record::{BatchOp, Mutation};
+use crate::wal::record::{BatchOp, Mutation, Op};
 use bytes::Bytes;
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -320,6 +320,16 @@ impl Memtable {
             }
             Mutation::Clear => self.clear(),
             Mutation::EpochChange { .. } => {}
+        }
+    }
+
+    /// Applies one change of a record ending at `lsn` ([`crate::wal::record::visit`]).
+    pub(crate) fn apply_op(&mut self, lsn: u64, op: Op<'_>) {
+        match op {
+            Op::Put { key, value } => self.put(key, value, lsn),
+            Op::Delete { key } => self.delete(key),
+            Op::Clear => self.clear(),
+            Op::EpochChange { .. } => {}
         }
     }
 

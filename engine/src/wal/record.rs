@@ -198,66 +198,122 @@ impl Mutation {
         payload: &'a [u8],
         mut bytes: impl FnMut(&'a [u8]) -> Bytes,
     ) -> Result<Mutation, DecodeError> {
-        let mut p = payload;
-        let m = match rtype {
-            RecordType::Put => {
-                let klen = take_u32(&mut p)? as usize;
-                let key = bytes(take_bytes(&mut p, klen)?);
-                Mutation::Put {
-                    key,
-                    value: bytes(p),
-                }
-            }
-            RecordType::Delete => Mutation::Delete { key: bytes(p) },
-            RecordType::Batch => {
-                let n = take_u32(&mut p)? as usize;
-                // Each op needs at least 5 bytes: bound the allocation by the payload.
-                if n > p.len() / 5 {
-                    return Err(DecodeError("batch count larger than its payload"));
-                }
-                let mut ops = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let Some((&kind, rest)) = p.split_first() else {
-                        return Err(DecodeError("batch truncated"));
-                    };
-                    p = rest;
-                    let klen = take_u32(&mut p)? as usize;
-                    let key = take_bytes(&mut p, klen)?;
-                    match kind {
-                        1 => {
-                            let vlen = take_u32(&mut p)? as usize;
-                            let value = take_bytes(&mut p, vlen)?;
-                            ops.push(BatchOp::Put {
-                                key: bytes(key),
-                                value: bytes(value),
-                            });
-                        }
-                        2 => ops.push(BatchOp::Delete { key: bytes(key) }),
-                        _ => return Err(DecodeError("unknown batch operation")),
+        let mut ops = Vec::new();
+        let mut single = None;
+        visit(rtype, payload, |op| {
+            if rtype == RecordType::Batch {
+                ops.push(match op {
+                    Op::Put { key, value } => BatchOp::Put {
+                        key: bytes(key),
+                        value: bytes(value),
+                    },
+                    Op::Delete { key } => BatchOp::Delete { key: bytes(key) },
+                    Op::Clear | Op::EpochChange { .. } => {
+                        unreachable!("batches hold puts and deletes")
                     }
-                }
-                if !p.is_empty() {
-                    return Err(DecodeError("trailing bytes after batch"));
-                }
-                Mutation::Batch(ops)
+                });
+            } else {
+                single = Some(match op {
+                    Op::Put { key, value } => Mutation::Put {
+                        key: bytes(key),
+                        value: bytes(value),
+                    },
+                    Op::Delete { key } => Mutation::Delete { key: bytes(key) },
+                    Op::Clear => Mutation::Clear,
+                    Op::EpochChange { epoch } => Mutation::EpochChange { epoch },
+                });
             }
-            RecordType::Clear => {
-                if !p.is_empty() {
-                    return Err(DecodeError("clear record with a payload"));
-                }
-                Mutation::Clear
-            }
-            RecordType::EpochChange => {
-                let Ok(epoch) = <[u8; 8]>::try_from(p) else {
-                    return Err(DecodeError("epoch record of wrong size"));
-                };
-                Mutation::EpochChange {
-                    epoch: u64::from_le_bytes(epoch),
-                }
-            }
-        };
-        Ok(m)
+        })?;
+        Ok(single.unwrap_or(Mutation::Batch(ops)))
     }
+}
+
+/// One change a record makes, borrowed from its payload ([`visit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Set a key.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Remove every key.
+    Clear,
+    /// A new epoch begins.
+    EpochChange {
+        /// The epoch.
+        epoch: u64,
+    },
+}
+
+/// Parses a payload of the given type and hands each change to `f`, in
+/// order, as slices of `payload`: what recovery applies without allocating
+/// a [`Mutation`]. `payload` must be the exact payload of a record whose CRC
+/// was verified; malformed contents are still reported, never trusted. A
+/// batch reports an error found after some of its operations were handed
+/// over (the caller then refuses the whole log).
+pub fn visit<'a>(
+    rtype: RecordType,
+    payload: &'a [u8],
+    mut f: impl FnMut(Op<'a>),
+) -> Result<(), DecodeError> {
+    let mut p = payload;
+    match rtype {
+        RecordType::Put => {
+            let klen = take_u32(&mut p)? as usize;
+            let key = take_bytes(&mut p, klen)?;
+            f(Op::Put { key, value: p });
+        }
+        RecordType::Delete => f(Op::Delete { key: p }),
+        RecordType::Batch => {
+            let n = take_u32(&mut p)? as usize;
+            // Each op needs at least 5 bytes: bound the work by the payload.
+            if n > p.len() / 5 {
+                return Err(DecodeError("batch count larger than its payload"));
+            }
+            for _ in 0..n {
+                let Some((&kind, rest)) = p.split_first() else {
+                    return Err(DecodeError("batch truncated"));
+                };
+                p = rest;
+                let klen = take_u32(&mut p)? as usize;
+                let key = take_bytes(&mut p, klen)?;
+                match kind {
+                    1 => {
+                        let vlen = take_u32(&mut p)? as usize;
+                        let value = take_bytes(&mut p, vlen)?;
+                        f(Op::Put { key, value });
+                    }
+                    2 => f(Op::Delete { key }),
+                    _ => return Err(DecodeError("unknown batch operation")),
+                }
+            }
+            if !p.is_empty() {
+                return Err(DecodeError("trailing bytes after batch"));
+            }
+        }
+        RecordType::Clear => {
+            if !p.is_empty() {
+                return Err(DecodeError("clear record with a payload"));
+            }
+            f(Op::Clear);
+        }
+        RecordType::EpochChange => {
+            let Ok(epoch) = <[u8; 8]>::try_from(p) else {
+                return Err(DecodeError("epoch record of wrong size"));
+            };
+            f(Op::EpochChange {
+                epoch: u64::from_le_bytes(epoch),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A payload that passed its CRC but does not parse: a writer bug or a forged record.

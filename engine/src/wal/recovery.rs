@@ -16,7 +16,7 @@
 //! record after the damage" cannot be a stale leftover.
 
 use super::record::{
-    self, Mutation, Parsed, ParsedSlice, RecordType, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
+    self, Op, Parsed, ParsedSlice, RecordType, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES,
 };
 use super::segment::{self, HeaderProblem, SegmentHeader, PREPARED_SUFFIX};
 use super::Segment;
@@ -161,12 +161,11 @@ const REPLAY_BATCHES_AHEAD: usize = 16;
 fn replay(
     stream: &Stream,
     from: u64,
-    apply: &mut dyn FnMut(u64, Mutation) -> Result<(), EngineError>,
+    apply: &mut dyn FnMut(u64, Op<'_>),
 ) -> Result<(u64, u64), EngineError> {
     /// A record's start LSN, type and payload.
     enum Found<'a> {
-        /// A record inside one mapped segment: its payload and that mapping.
-        Mapped(u64, RecordType, &'a [u8], &'a Bytes),
+        Mapped(u64, RecordType, &'a [u8]),
         /// A record across a segment boundary, copied out.
         Copied(u64, RecordType, Bytes),
     }
@@ -199,7 +198,7 @@ fn replay(
                             rtype,
                             payload,
                             len,
-                        } => (Found::Mapped(lsn, rtype, payload, &m.map), len),
+                        } => (Found::Mapped(lsn, rtype, payload), len),
                         // Across a segment boundary, or not a record: the
                         // general parser decides.
                         _ => match stream.parse(lsn) {
@@ -231,27 +230,22 @@ fn replay(
         let mut applied = Ok(());
         'batches: for mut batch in rx.iter() {
             for found in batch.drain(..) {
-                // Keys and values stay slices of the mapping (no allocation);
-                // the memtable copies them into its own.
                 let (lsn, rtype, payload) = match &found {
-                    Found::Mapped(lsn, rtype, payload, map) => {
-                        (*lsn, *rtype, map.slice_ref(payload))
-                    }
-                    Found::Copied(lsn, rtype, payload) => (*lsn, *rtype, payload.clone()),
+                    Found::Mapped(lsn, rtype, payload) => (*lsn, *rtype, *payload),
+                    Found::Copied(lsn, rtype, payload) => (*lsn, *rtype, &payload[..]),
                 };
                 let end = lsn + (RECORD_HEADER_BYTES + payload.len()) as u64;
-                let result = Mutation::decode(rtype, &payload)
-                    .map_err(|e| EngineError::BadRecord {
+                // Keys and values are handed over as slices of the mapping
+                // (no allocation); the memtable copies them into its own.
+                if let Err(e) = record::visit(rtype, payload, |op| apply(end, op)) {
+                    applied = Err(EngineError::BadRecord {
                         file: stream.parts[stream.part_index(lsn).expect("in stream")]
                             .seg
                             .path
                             .clone(),
                         lsn,
                         reason: e.to_string(),
-                    })
-                    .and_then(|m| apply(end, m));
-                if let Err(e) = result {
-                    applied = Err(e);
+                    });
                     break 'batches;
                 }
                 records += 1;
@@ -285,13 +279,14 @@ fn first_nonzero(data: &[u8]) -> Option<usize> {
 }
 
 /// Opens every segment in `wal_dir`, validates the stream, and replays
-/// records from `from_lsn`, calling `apply(end_lsn, mutation)` for each.
+/// records from `from_lsn`, calling `apply(end_lsn, op)` for each change
+/// (a batch's operations share their record's end LSN).
 pub(crate) fn recover(
     storage: &dyn Storage,
     wal_dir: &Path,
     cluster_id: u64,
     from_lsn: u64,
-    apply: &mut dyn FnMut(u64, Mutation) -> Result<(), EngineError>,
+    apply: &mut dyn FnMut(u64, Op<'_>),
 ) -> Result<RecoveredWal, EngineError> {
     let names = storage
         .list(wal_dir)
