@@ -784,6 +784,12 @@ impl Engine {
         self.inner.retention.write().push(hook);
     }
 
+    /// The newest checkpoint (taken or loaded), if any. Its file may be
+    /// removed by the next checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<CheckpointInfo> {
+        self.inner.checkpoint_lock.lock().clone()
+    }
+
     /// Takes a checkpoint now, then removes WAL no longer needed. Blocking;
     /// writers go on meanwhile.
     pub fn checkpoint(&self) -> Result<CheckpointInfo, EngineError> {

@@ -928,30 +928,63 @@ impl Hub {
         result
     }
 
-    /// Takes a checkpoint and sends it with the epoch history; returns the
-    /// LSN streaming continues from (the checkpoint's redo LSN).
+    /// Sends a checkpoint and the epoch history; returns the LSN streaming
+    /// continues from (the checkpoint's redo LSN). The newest existing
+    /// checkpoint is sent when the WAL written since it is no more than the
+    /// checkpoint itself (and well under `max_slot_wal_keep_size`, so the
+    /// slot is not invalidated while the standby catches up): writing a
+    /// fresh one would cost a pass over the whole state, and replaying that
+    /// WAL on the standby costs less. Otherwise a checkpoint is taken first.
     async fn send_base_backup(&self, conn: &StandbyConn) -> Result<Lsn, ReplError> {
         let engine = self.handle.get();
-        // Hold all WAL still on disk while the checkpoint is taken, then from its redo LSN.
+        // Hold all WAL still on disk while the checkpoint is chosen or taken,
+        // then from its redo LSN.
         self.slots
             .reset(&conn.name, engine.stats().oldest_lsn)
             .map_err(|e| ReplError::Storage(e.to_string()))?;
-        let e2 = engine.clone();
-        let info = tokio::task::spawn_blocking(move || e2.checkpoint())
-            .await
-            .map_err(|e| ReplError::Storage(e.to_string()))?
-            .map_err(|e| ReplError::Storage(e.to_string()))?;
+        let cap = self.slots.max_keep_bytes();
+        let recent = engine.latest_checkpoint().filter(|c| {
+            let since = engine.end_lsn().saturating_sub(c.redo_lsn);
+            c.redo_lsn >= engine.stats().oldest_lsn
+                && since <= c.bytes
+                && (cap == 0 || since < cap / 2)
+        });
+        // Map it (through the engine's storage, so a node on the power-loss
+        // simulator serves backups too) before a later checkpoint can remove
+        // it; a checkpoint that is gone already is replaced by a new one.
+        let storage = engine.config().storage.clone();
+        let map_file = |path: std::path::PathBuf| {
+            let storage = storage.clone();
+            let shown = path.display().to_string();
+            async move {
+                tokio::task::spawn_blocking(move || storage.open(&path).and_then(|f| f.map()))
+                    .await
+                    .map_err(|e| ReplError::Storage(e.to_string()))?
+                    .map_err(|e| ReplError::Storage(format!("{shown}: {e}")))
+            }
+        };
+        let reused = match recent {
+            Some(c) => map_file(c.path.clone()).await.ok().map(|m| (c, m)),
+            None => None,
+        };
+        let (info, map) = match reused {
+            Some((c, m)) => {
+                tracing::info!(standby = %conn.name, redo_lsn = c.redo_lsn, "base backup from the newest checkpoint");
+                (c, m)
+            }
+            None => {
+                let e2 = engine.clone();
+                let info = tokio::task::spawn_blocking(move || e2.checkpoint())
+                    .await
+                    .map_err(|e| ReplError::Storage(e.to_string()))?
+                    .map_err(|e| ReplError::Storage(e.to_string()))?;
+                let map = map_file(info.path.clone()).await?;
+                (info, map)
+            }
+        };
         self.slots
             .reset(&conn.name, info.redo_lsn)
             .map_err(|e| ReplError::Storage(e.to_string()))?;
-        // Map it (through the engine's storage, so a node on the power-loss
-        // simulator serves backups too) before a later checkpoint can remove it.
-        let storage = engine.config().storage.clone();
-        let path = info.path.clone();
-        let map = tokio::task::spawn_blocking(move || storage.open(&path).and_then(|f| f.map()))
-            .await
-            .map_err(|e| ReplError::Storage(e.to_string()))?
-            .map_err(|e| ReplError::Storage(format!("{}: {e}", info.path.display())))?;
         let len = map.len() as u64;
         tracing::info!(standby = %conn.name, redo_lsn = info.redo_lsn, bytes = len, "sending base backup");
         conn.outbox

@@ -621,3 +621,55 @@ fn standby_follows_a_promoted_standby() {
     assert_eq!(a.len(), 101);
     assert!(a == b, "{}", keyspace_diff(&b, &a));
 }
+
+/// Checkpoints `server` has taken (`INFO persistence`).
+fn checkpoints(server: &walship_tests::TestServer) -> u64 {
+    let mut con = server.connection();
+    let text: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .expect("INFO persistence");
+    text.lines()
+        .find_map(|l| l.strip_prefix("checkpoints:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoints field in {text}"))
+}
+
+/// Takes a checkpoint on `server` with SAVE.
+fn save(server: &walship_tests::TestServer) {
+    let mut con = server.connection();
+    let reply: String = redis::cmd("SAVE").query(&mut con).expect("SAVE");
+    assert_eq!(reply, "OK");
+}
+
+#[test]
+fn base_backup_sends_the_newest_checkpoint_when_little_wal_followed_it() {
+    let primary = start_primary(&[]);
+    write_batch(&primary, "before", 400, 200);
+    save(&primary);
+    // Less WAL after the checkpoint than the checkpoint holds: it is sent
+    // as it is, and the standby replays the WAL after it.
+    write_batch(&primary, "after", 20, 200);
+    let taken = checkpoints(&primary);
+    let s1 = start_standby(&primary, "s1", &[]);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(info(&s1).num("walship_base_backups"), 1);
+    assert_eq!(
+        checkpoints(&primary),
+        taken,
+        "no new checkpoint for the base backup"
+    );
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert!(a == b, "{}", keyspace_diff(&a, &b));
+
+    // More WAL after the newest checkpoint than the checkpoint holds: a
+    // fresh one is taken rather than have the standby replay all of it.
+    write_batch(&primary, "later", 2000, 200);
+    let taken = checkpoints(&primary);
+    let s2 = start_standby(&primary, "s2", &[]);
+    wait_caught_up(&primary, &[&s2]);
+    assert_eq!(info(&s2).num("walship_base_backups"), 1);
+    assert_eq!(checkpoints(&primary), taken + 1);
+    let (a, b) = (keyspace(&primary), keyspace(&s2));
+    assert!(a == b, "{}", keyspace_diff(&a, &b));
+}
