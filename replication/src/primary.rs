@@ -964,7 +964,24 @@ impl Hub {
             }
         };
         let reused = match recent {
-            Some(c) => map_file(c.path.clone()).await.ok().map(|m| (c, m)),
+            // Checked first (header and CRCs): a damaged file would be refused
+            // by the standby, which would then ask again and again.
+            Some(c) => {
+                let (storage, path, cluster_id) =
+                    (storage.clone(), c.path.clone(), engine.cluster_id());
+                let verified = tokio::task::spawn_blocking(move || {
+                    walship_engine::checkpoint::verify(&*storage, &path, cluster_id)
+                })
+                .await
+                .map_err(|e| ReplError::Storage(e.to_string()))?;
+                match verified {
+                    Ok(_) => map_file(c.path.clone()).await.ok().map(|m| (c, m)),
+                    Err(reason) => {
+                        tracing::warn!(file = %c.path.display(), %reason, "newest checkpoint does not verify; taking a new one for the base backup");
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let (info, map) = match reused {

@@ -673,3 +673,33 @@ fn base_backup_sends_the_newest_checkpoint_when_little_wal_followed_it() {
     let (a, b) = (keyspace(&primary), keyspace(&s2));
     assert!(a == b, "{}", keyspace_diff(&a, &b));
 }
+
+#[test]
+fn a_damaged_newest_checkpoint_is_not_sent_but_replaced() {
+    let primary = start_primary(&[]);
+    write_batch(&primary, "before", 400, 200);
+    save(&primary);
+    write_batch(&primary, "after", 20, 200);
+    // Flip a byte in the middle of the checkpoint file, as bit rot would.
+    let dir = primary.data_dir().join("checkpoints");
+    let file = std::fs::read_dir(&dir)
+        .expect("checkpoint directory")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .expect("a checkpoint file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let taken = checkpoints(&primary);
+    let s1 = start_standby(&primary, "s1", &[]);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(info(&s1).num("walship_base_backups"), 1);
+    assert_eq!(
+        checkpoints(&primary),
+        taken + 1,
+        "the damaged checkpoint was replaced by a new one"
+    );
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert!(a == b, "{}", keyspace_diff(&a, &b));
+}
