@@ -26,13 +26,7 @@ if [[ -z "${WALSHIP_BIN:-}" ]]; then
 fi
 walship=${WALSHIP_BIN:-target/release/walship}
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    stop_pids
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+init_tmp_and_cleanup
 
 # CPU seconds (user + system) of process $1 so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }

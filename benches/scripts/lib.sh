@@ -19,3 +19,11 @@ stop_pids() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
+
+# Sets `tmp` to a new temporary directory and `pids` to an empty array, and
+# on exit stops every process in `pids` and removes `tmp`.
+init_tmp_and_cleanup() {
+    tmp=$(mktemp -d)
+    pids=()
+    trap 'stop_pids; rm -rf "$tmp"' EXIT
+}

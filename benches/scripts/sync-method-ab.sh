@@ -35,13 +35,7 @@ done
 cargo build --release -p walship-server >&2
 walship=target/release/walship
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    stop_pids
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+init_tmp_and_cleanup
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 machine() { awk '/^cpu /{busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6}' /proc/stat; }

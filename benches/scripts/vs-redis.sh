@@ -23,13 +23,7 @@ done
 cargo build --release -p walship-server >&2
 walship=target/release/walship
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    stop_pids
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+init_tmp_and_cleanup
 
 wport=$(free_port)
 "$walship" server --data-dir "$tmp/walship" --port "$wport" --fsync always 2>"$tmp/walship.log" &

@@ -201,7 +201,12 @@ pub fn verify(
 ) -> Result<CheckpointInfo, String> {
     let file = storage.open(path).map_err(|e| e.to_string())?;
     let data: Bytes = file.map().map_err(|e| e.to_string())?;
-    let (info, _) = parse_header(path, &data, cluster_id)?;
+    verify_mapped(path, &data, cluster_id)
+}
+
+/// [`verify`] of a checkpoint file already mapped (`data`, read from `path`).
+pub fn verify_mapped(path: &Path, data: &Bytes, cluster_id: u64) -> Result<CheckpointInfo, String> {
+    let (info, _) = parse_header(path, data, cluster_id)?;
     Ok(info)
 }
 

@@ -939,49 +939,48 @@ impl Hub {
         let engine = self.handle.get();
         // Hold all WAL still on disk while the checkpoint is chosen or taken,
         // then from its redo LSN.
+        let oldest = engine.stats().oldest_lsn;
         self.slots
-            .reset(&conn.name, engine.stats().oldest_lsn)
+            .reset(&conn.name, oldest)
             .map_err(|e| ReplError::Storage(e.to_string()))?;
         let cap = self.slots.max_keep_bytes();
         let recent = engine.latest_checkpoint().filter(|c| {
             let since = engine.end_lsn().saturating_sub(c.redo_lsn);
-            c.redo_lsn >= engine.stats().oldest_lsn
-                && since <= c.bytes
-                && (cap == 0 || since < cap / 2)
+            c.redo_lsn >= oldest && since <= c.bytes && (cap == 0 || since < cap / 2)
         });
         // Map it (through the engine's storage, so a node on the power-loss
         // simulator serves backups too) before a later checkpoint can remove
-        // it; a checkpoint that is gone already is replaced by a new one.
+        // it. A reused checkpoint is verified first (header and CRCs): a
+        // damaged file would be refused by the standby, which would then ask
+        // again and again; it, or one gone already, is replaced by a new one.
         let storage = engine.config().storage.clone();
-        let map_file = |path: std::path::PathBuf| {
+        let cluster_id = engine.cluster_id();
+        let map_file = |path: std::path::PathBuf, verify: bool| {
             let storage = storage.clone();
-            let shown = path.display().to_string();
             async move {
-                tokio::task::spawn_blocking(move || storage.open(&path).and_then(|f| f.map()))
-                    .await
-                    .map_err(|e| ReplError::Storage(e.to_string()))?
-                    .map_err(|e| ReplError::Storage(format!("{shown}: {e}")))
+                tokio::task::spawn_blocking(move || {
+                    let map = storage
+                        .open(&path)
+                        .and_then(|f| f.map())
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    if verify {
+                        walship_engine::checkpoint::verify_mapped(&path, &map, cluster_id)?;
+                    }
+                    Ok::<_, String>(map)
+                })
+                .await
+                .map_err(|e| ReplError::Storage(e.to_string()))?
+                .map_err(ReplError::Storage)
             }
         };
         let reused = match recent {
-            // Checked first (header and CRCs): a damaged file would be refused
-            // by the standby, which would then ask again and again.
-            Some(c) => {
-                let (storage, path, cluster_id) =
-                    (storage.clone(), c.path.clone(), engine.cluster_id());
-                let verified = tokio::task::spawn_blocking(move || {
-                    walship_engine::checkpoint::verify(&*storage, &path, cluster_id)
-                })
-                .await
-                .map_err(|e| ReplError::Storage(e.to_string()))?;
-                match verified {
-                    Ok(_) => map_file(c.path.clone()).await.ok().map(|m| (c, m)),
-                    Err(reason) => {
-                        tracing::warn!(file = %c.path.display(), %reason, "newest checkpoint does not verify; taking a new one for the base backup");
-                        None
-                    }
+            Some(c) => match map_file(c.path.clone(), true).await {
+                Ok(map) => Some((c, map)),
+                Err(e) => {
+                    tracing::warn!(file = %c.path.display(), error = %e, "newest checkpoint not usable; taking a new one for the base backup");
+                    None
                 }
-            }
+            },
             None => None,
         };
         let (info, map) = match reused {
@@ -995,7 +994,7 @@ impl Hub {
                     .await
                     .map_err(|e| ReplError::Storage(e.to_string()))?
                     .map_err(|e| ReplError::Storage(e.to_string()))?;
-                let map = map_file(info.path.clone()).await?;
+                let map = map_file(info.path.clone(), false).await?;
                 (info, map)
             }
         };

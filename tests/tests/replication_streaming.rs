@@ -239,9 +239,7 @@ fn outrun_stopped_standby(primary: &walship_tests::TestServer, s1: &mut walship_
     wait_caught_up(primary, &[&*s1]);
     s1.terminate();
     write_batch(primary, "while-down", 1000, 1000);
-    let mut con = primary.connection();
-    let reply: String = redis::cmd("SAVE").query(&mut con).expect("SAVE");
-    assert_eq!(reply, "OK");
+    save(primary);
 }
 
 #[test]
@@ -642,44 +640,49 @@ fn save(server: &walship_tests::TestServer) {
     assert_eq!(reply, "OK");
 }
 
-#[test]
-fn base_backup_sends_the_newest_checkpoint_when_little_wal_followed_it() {
+/// A primary with a checkpoint and, after it, less WAL than the
+/// checkpoint holds.
+fn primary_with_a_checkpoint_and_a_little_wal() -> walship_tests::TestServer {
     let primary = start_primary(&[]);
     write_batch(&primary, "before", 400, 200);
     save(&primary);
+    write_batch(&primary, "after", 20, 200);
+    primary
+}
+
+/// Starts an empty standby `name` of `primary`, waits until it has caught
+/// up through one base backup with the primary's keyspace, and returns how
+/// many checkpoints the primary took meanwhile.
+fn seed_new_standby(primary: &walship_tests::TestServer, name: &str) -> u64 {
+    let taken = checkpoints(primary);
+    let standby = start_standby(primary, name, &[]);
+    wait_caught_up(primary, &[&standby]);
+    assert_eq!(info(&standby).num("walship_base_backups"), 1);
+    let (a, b) = (keyspace(primary), keyspace(&standby));
+    assert!(a == b, "{}", keyspace_diff(&a, &b));
+    checkpoints(primary) - taken
+}
+
+#[test]
+fn base_backup_sends_the_newest_checkpoint_when_little_wal_followed_it() {
     // Less WAL after the checkpoint than the checkpoint holds: it is sent
     // as it is, and the standby replays the WAL after it.
-    write_batch(&primary, "after", 20, 200);
-    let taken = checkpoints(&primary);
-    let s1 = start_standby(&primary, "s1", &[]);
-    wait_caught_up(&primary, &[&s1]);
-    assert_eq!(info(&s1).num("walship_base_backups"), 1);
+    let primary = primary_with_a_checkpoint_and_a_little_wal();
     assert_eq!(
-        checkpoints(&primary),
-        taken,
+        seed_new_standby(&primary, "s1"),
+        0,
         "no new checkpoint for the base backup"
     );
-    let (a, b) = (keyspace(&primary), keyspace(&s1));
-    assert!(a == b, "{}", keyspace_diff(&a, &b));
 
     // More WAL after the newest checkpoint than the checkpoint holds: a
     // fresh one is taken rather than have the standby replay all of it.
     write_batch(&primary, "later", 2000, 200);
-    let taken = checkpoints(&primary);
-    let s2 = start_standby(&primary, "s2", &[]);
-    wait_caught_up(&primary, &[&s2]);
-    assert_eq!(info(&s2).num("walship_base_backups"), 1);
-    assert_eq!(checkpoints(&primary), taken + 1);
-    let (a, b) = (keyspace(&primary), keyspace(&s2));
-    assert!(a == b, "{}", keyspace_diff(&a, &b));
+    assert_eq!(seed_new_standby(&primary, "s2"), 1);
 }
 
 #[test]
 fn a_damaged_newest_checkpoint_is_not_sent_but_replaced() {
-    let primary = start_primary(&[]);
-    write_batch(&primary, "before", 400, 200);
-    save(&primary);
-    write_batch(&primary, "after", 20, 200);
+    let primary = primary_with_a_checkpoint_and_a_little_wal();
     // Flip a byte in the middle of the checkpoint file, as bit rot would.
     let dir = primary.data_dir().join("checkpoints");
     let file = std::fs::read_dir(&dir)
@@ -691,15 +694,9 @@ fn a_damaged_newest_checkpoint_is_not_sent_but_replaced() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let taken = checkpoints(&primary);
-    let s1 = start_standby(&primary, "s1", &[]);
-    wait_caught_up(&primary, &[&s1]);
-    assert_eq!(info(&s1).num("walship_base_backups"), 1);
     assert_eq!(
-        checkpoints(&primary),
-        taken + 1,
+        seed_new_standby(&primary, "s1"),
+        1,
         "the damaged checkpoint was replaced by a new one"
     );
-    let (a, b) = (keyspace(&primary), keyspace(&s1));
-    assert!(a == b, "{}", keyspace_diff(&a, &b));
 }

@@ -647,11 +647,7 @@ impl Wal {
             }
             take_batch(&mut q, &mut st)
         };
-        shared
-            .counters
-            .inline_flushes
-            .fetch_add(1, Ordering::Relaxed);
-        write_and_publish(shared, &mut st, batch);
+        write_inline(shared, &mut st, batch);
     }
 
     /// Writes the queue up to at least `lsn` on the calling thread when this
@@ -695,11 +691,7 @@ impl Wal {
             }
             take_batch(&mut q, &mut st)
         };
-        shared
-            .counters
-            .inline_flushes
-            .fetch_add(1, Ordering::Relaxed);
-        write_and_publish(shared, &mut st, batch);
+        write_inline(shared, &mut st, batch);
     }
 
     /// Counts the caller as a writer waiting for its acknowledgement until
@@ -1041,6 +1033,16 @@ fn flusher_loop(shared: &WalShared) {
             return;
         }
     }
+}
+
+/// [`write_and_publish`] on the thread that appended the batch (the flusher
+/// idle), counted as such.
+fn write_inline(shared: &WalShared, st: &mut FlushState, batch: Batch) {
+    shared
+        .counters
+        .inline_flushes
+        .fetch_add(1, Ordering::Relaxed);
+    write_and_publish(shared, st, batch);
 }
 
 /// Writes one batch, makes it durable under the policy, publishes the new
