@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use walship_engine::basebackup::{BackupMeta, BackupReceiver};
 use walship_engine::wal::record::{RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES};
-use walship_engine::{Engine, Lsn};
+use walship_engine::{Engine, FsyncPolicy, Lsn};
 
 /// Status report period.
 const STATUS_INTERVAL: Duration = Duration::from_millis(100);
@@ -555,7 +555,7 @@ type Reported = Option<(Lsn, Lsn, Lsn)>;
 /// Sends a status report, unless it would repeat the last one and `force`
 /// is false.
 fn report(engine: &Engine, out: &mut OutboxGuard<'_, Reported>, force: bool) {
-    let flush = engine.flushed_lsn();
+    let flush = reported_flush_lsn(engine);
     let now = (engine.written_lsn(), flush, engine.end_lsn().min(flush));
     if !force && *out.state() == Some(now) {
         return;
@@ -572,6 +572,19 @@ fn report(engine: &Engine, out: &mut OutboxGuard<'_, Reported>, force: bool) {
         apply_lsn: now.2,
         timestamp_ms: now_ms(),
     });
+}
+
+/// The flush LSN a standby reports. Under `--fsync never` the standby
+/// never fsyncs its WAL on its own, so, as PostgreSQL does with
+/// `fsync = off`, what it handed to the OS counts as flushed: otherwise a
+/// primary's `synchronous_commit = on` write would wait for it for ever.
+/// Under `interval:<ms>` the flush LSN is the last periodic fsync's, and such
+/// a write waits up to one interval.
+fn reported_flush_lsn(engine: &Engine) -> Lsn {
+    match engine.fsync_policy() {
+        FsyncPolicy::Never => engine.written_lsn(),
+        _ => engine.flushed_lsn(),
+    }
 }
 
 /// The engine's progress listener for one streaming session: the WAL

@@ -276,6 +276,36 @@ fn sync_timeout_reports_durable_locally_and_keeps_the_write() {
     assert_eq!(get(&s1, "k"), Reply::Bulk(Some(b"v".to_vec())));
 }
 
+/// A synchronous standby under `--fsync never` counts what it handed to the
+/// OS as flushed (PostgreSQL's `fsync = off`), and one under
+/// `--fsync interval:<ms>` confirms at its next periodic fsync: neither holds
+/// a `synchronous_commit = on` write for ever. (Under `never`, before the
+/// fix, the standby reported the flush LSN of its last real fsync, which
+/// never came, and the write hung.)
+#[test]
+fn a_standby_that_does_not_fsync_every_write_still_confirms() {
+    for policy in ["never", "interval:100"] {
+        let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+        let s1 = start_standby(&primary, "s1", &["--fsync", policy]);
+        warm_up(&primary, &[&s1]);
+        let mut con = primary.raw();
+        for i in 0..20 {
+            let key = format!("k{i}");
+            assert_eq!(
+                Pending::send(&primary, &[], &["SET", &key, "v"]).reply(),
+                ok(),
+                "a synchronous write with s1 on --fsync {policy}"
+            );
+        }
+        assert_eq!(
+            con.command(&["WAIT", "1", "10000"]),
+            Reply::Integer(1),
+            "WAIT with s1 on --fsync {policy}"
+        );
+        assert_eq!(get(&s1, "k19"), Reply::Bulk(Some(b"v".to_vec())));
+    }
+}
+
 #[test]
 fn wait_counts_standbys_that_flushed() {
     let primary = start_primary(&[]);
