@@ -675,9 +675,10 @@ impl Engine {
         if decoded.is_empty() {
             return Ok(end);
         }
-        for (_, m) in &decoded {
-            self.check_limits(m)?;
-        }
+        // No check against this node's --max-key-size / --max-value-size:
+        // those bound what clients may send, and the primary already
+        // accepted these writes (a standby configured with a smaller limit
+        // would otherwise stop at the first larger value, for good).
         let new_end = inner.wal.append_raw(
             start_lsn,
             bytes,

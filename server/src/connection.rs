@@ -81,14 +81,20 @@ pub struct Connection {
 }
 
 /// Serves one client until it disconnects, misbehaves, or the server shuts
-/// down. `connected` must already count this client; it is decremented here.
+/// down. `connected` must already count this client; it is decremented here
+/// (for a replication stream, when the stream ends).
+///
+/// A client that asked to become a standby's replication stream
+/// (`WALSHIP STREAM`) is handed back as a [`ReplicationStream`]: a shutdown
+/// drains the clients first, whose synchronous writes may still wait for
+/// that stream's standby, and does not wait for the stream itself.
 pub async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     info: Arc<ClientInfo>,
     shutdown: watch::Receiver<bool>,
-) {
-    let _registration = Registration {
+) -> Option<ReplicationStream> {
+    let registration = Registration {
         shared: shared.clone(),
         id: info.id,
     };
@@ -118,17 +124,34 @@ pub async fn serve(
             tracing::debug!(client = id, %addr, error = %e, "client connection ended with an error")
         }
     }
-    if let Some(port) = conn.client.replicate.take() {
-        // The connection is now a standby's replication stream.
-        let Connection {
-            shared,
-            stream,
-            rbuf,
-            ..
-        } = conn;
+    let port = conn.client.replicate.take()?;
+    let Connection { stream, rbuf, .. } = conn;
+    Some(ReplicationStream {
+        _registration: registration,
+        stream,
+        rbuf,
+        port,
+    })
+}
+
+/// A client connection that became a standby's replication stream.
+pub struct ReplicationStream {
+    _registration: Registration,
+    stream: TcpStream,
+    /// Bytes read past the `WALSHIP STREAM` command.
+    rbuf: BytesMut,
+    /// The standby's client port.
+    port: u16,
+}
+
+impl ReplicationStream {
+    /// Streams WAL to the standby until either side ends the connection.
+    pub async fn run(self) {
+        let (shared, id) = (&self._registration.shared, self._registration.id);
+        let addr = self.stream.peer_addr().ok();
         let hub = shared.replication.hub.clone();
-        if let Err(e) = hub.serve(stream, rbuf, Some(port)).await {
-            tracing::debug!(client = id, %addr, error = %e, "replication stream ended");
+        if let Err(e) = hub.serve(self.stream, self.rbuf, Some(self.port)).await {
+            tracing::debug!(client = id, ?addr, error = %e, "replication stream ended");
         }
     }
 }
@@ -323,7 +346,11 @@ impl Connection {
         if let Some(lsn) = self.batch.lsn.take() {
             // IMPORTANT: no reply to a write leaves before this returns Ok.
             let result = self.wait_acknowledged(lsn, self.batch.wrote).await;
-            if result.is_ok() && self.batch.wrote {
+            if self.batch.wrote {
+                // Also when the wait failed: the records are in the log and
+                // in the table (a synchronous write that timed out is
+                // durable here, only unconfirmed), so WAIT must count the
+                // standbys that hold *them*, not an earlier write.
                 self.client.last_write_lsn = self.client.last_write_lsn.max(lsn);
             }
             let failed = result.is_err() && self.batch.wrote;

@@ -157,8 +157,14 @@ impl Server {
             let alive = alive_tx.clone();
             let signal = shared.shutdown_signal();
             tokio::spawn(async move {
-                crate::connection::serve(shared2, stream, info, signal).await;
+                let replication = crate::connection::serve(shared2, stream, info, signal).await;
+                // A shutdown waits for clients, not for replication streams
+                // (which end with the process): a standby keeps receiving
+                // while the clients drain.
                 drop(alive);
+                if let Some(r) = replication {
+                    r.run().await;
+                }
             });
         }
 

@@ -312,6 +312,72 @@ fn removed_wal_triggers_base_backup() {
 /// A standby that connects to an idle primary has nothing to catch up on:
 /// the primary must report it `online` (PostgreSQL's `streaming`) without
 /// waiting for a write to happen.
+/// A standby's `--max-value-size` bounds its clients, not the primary's
+/// stream: a value the primary accepted reaches a standby configured with a
+/// smaller limit (as Redis applies `proto-max-bulk-len` to clients, never
+/// to its master). Before the fix the standby refused the record and
+/// reconnected for ever.
+#[test]
+fn a_standby_with_a_smaller_value_limit_still_replicates_larger_values() {
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let s1 = start_standby(&primary, "s1", &["--max-value-size", "1KiB"]);
+    wait_caught_up(&primary, &[&s1]);
+    let big = "v".repeat(64 << 10);
+    set(&primary, "big", &big);
+    set(&primary, "after", "1");
+    wait_caught_up(&primary, &[&s1]);
+    let (on_primary, on_standby) = (keyspace(&primary), keyspace(&s1));
+    assert!(
+        on_primary == on_standby,
+        "{}",
+        keyspace_diff(&on_primary, &on_standby)
+    );
+    assert_eq!(
+        s1.raw().command(&["GET", "big"]),
+        Reply::Bulk(Some(big.into_bytes()))
+    );
+    // Its own clients still get the limit (a standby refuses writes anyway).
+    let mut con = s1.raw();
+    assert!(matches!(
+        con.command(&["SET", "x", &"v".repeat(2048)]),
+        Reply::Error(_)
+    ));
+}
+
+/// SIGTERM drains the clients, not the standbys' replication streams: the
+/// primary does not wait out its drain timeout because a standby is
+/// connected (it used to, logging "connections still busy"), exits 0, and
+/// the standby follows it again after the restart.
+#[test]
+fn sigterm_does_not_wait_for_replication_streams() {
+    let mut primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    write_batch(&primary, "before", 50, 10);
+    wait_caught_up(&primary, &[&s1]);
+    let status = primary.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        primary.log_tail()
+    );
+    let log = primary.log();
+    assert!(
+        !log.contains("still busy"),
+        "the drain waited for the replication stream:\n{}",
+        primary.log_tail()
+    );
+    primary.restart().expect("restart the primary");
+    write_batch(&primary, "after", 50, 10);
+    wait_caught_up(&primary, &[&s1]);
+    let (on_primary, on_standby) = (keyspace(&primary), keyspace(&s1));
+    assert!(
+        on_primary == on_standby,
+        "{}",
+        keyspace_diff(&on_primary, &on_standby)
+    );
+    assert_eq!(on_primary.len(), 100);
+}
+
 #[test]
 fn idle_caught_up_standby_is_reported_online() {
     let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);

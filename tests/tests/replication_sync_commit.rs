@@ -256,11 +256,18 @@ fn sync_timeout_reports_durable_locally_and_keeps_the_write() {
     warm_up(&primary, &[&s1]);
 
     pause(&s1);
-    let reply = Pending::send(&primary, &[], &["SET", "k", "v"]).reply();
+    let mut con = primary.raw();
+    let reply = con.command(&["SET", "k", "v"]);
     match &reply {
         Reply::Error(e) => assert!(e.contains("durable locally"), "error text: {e}"),
         other => panic!("a write past synchronous_commit_timeout_ms replied {other:?}"),
     }
+    // WAIT counts the standbys holding *that* write: none yet.
+    assert_eq!(
+        con.command(&["WAIT", "1", "300"]),
+        Reply::Integer(0),
+        "WAIT after a write whose confirmation timed out"
+    );
     // The write is durable on the primary and visible there.
     let mut guard = Pending::send(&primary, &[], &["GET", "k"]);
     match guard.reply_within(Duration::from_secs(10)) {
@@ -274,6 +281,7 @@ fn sync_timeout_reports_durable_locally_and_keeps_the_write() {
     resume(&s1);
     wait_caught_up(&primary, &[&s1]);
     assert_eq!(get(&s1, "k"), Reply::Bulk(Some(b"v".to_vec())));
+    assert_eq!(con.command(&["WAIT", "1", "10000"]), Reply::Integer(1));
 }
 
 /// A synchronous standby under `--fsync never` counts what it handed to the

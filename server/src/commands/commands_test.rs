@@ -370,6 +370,19 @@ fn hello_3_switches_to_resp3() {
     assert_eq!(t.cmd(&["GET", "nope"]), "$-1\r\n");
 }
 
+/// RESET forgets the connection's own `synchronous_commit` (as Redis's
+/// RESET clears connection state and PostgreSQL's `RESET ALL` session
+/// settings): a pooled connection must not pass weakened durability on.
+#[test]
+fn reset_restores_the_servers_synchronous_commit() {
+    let mut t = T::new();
+    assert_eq!(t.cmd(&["WALSHIP", "SYNCHRONOUS_COMMIT"]), "$2\r\non\r\n");
+    assert_eq!(t.cmd(&["WALSHIP", "SYNCHRONOUS_COMMIT", "off"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["WALSHIP", "SYNCHRONOUS_COMMIT"]), "$3\r\noff\r\n");
+    assert_eq!(t.cmd(&["RESET"]), "+RESET\r\n");
+    assert_eq!(t.cmd(&["WALSHIP", "SYNCHRONOUS_COMMIT"]), "$2\r\non\r\n");
+}
+
 #[test]
 fn connection_commands() {
     let mut t = T::new();

@@ -172,12 +172,14 @@ pub fn quit(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// RESET: back to a fresh connection's state (RESP2, no name, and logged
-/// out when a password is required).
+/// RESET: back to a fresh connection's state (RESP2, no name, the server's
+/// `synchronous_commit`, and logged out when a password is required), so a
+/// pooled connection hands nothing on to its next user.
 pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
     ctx.out.set_protocol(Protocol::Resp2);
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     *ctx.client.info.name.lock() = None;
+    ctx.client.sync_commit = None;
     ctx.client.authenticated = ctx.shared.runtime.requirepass().is_none();
     ctx.out.simple("RESET");
     Ok(())
