@@ -207,7 +207,7 @@ pub fn replication_json(shared: &Shared) -> serde_json::Value {
             obj.insert("primary_flushed_lsn".into(), st.primary_flushed_lsn.into());
             obj.insert("last_error".into(), st.last_error.into());
             obj.insert("base_backups".into(), st.base_backups.into());
-            obj.insert("consistent".into(), engine.is_consistent().into());
+            obj.insert("consistent".into(), repl.is_consistent().into());
         }
     }
     let fenced = repl.fenced_by();

@@ -106,6 +106,25 @@ impl Replication {
         matches!(*self.role.read(), Role::Standby { .. })
     }
 
+    /// Why this node cannot serve reads or be promoted yet, if it cannot:
+    /// a standby that has not received its first base backup (its data
+    /// directory was empty: it holds no state the cluster ever had, only an
+    /// empty one of its own), or one still short of its base backup's
+    /// consistency point.
+    pub fn not_consistent(&self) -> Option<&'static str> {
+        if self.is_standby() && self.store.end_lsn() == 0 {
+            Some("has not received a base backup from its primary yet")
+        } else if !self.store.is_consistent() {
+            Some("is replaying a base backup and is not consistent yet")
+        } else {
+            None
+        }
+    }
+
+    pub fn is_consistent(&self) -> bool {
+        self.not_consistent().is_none()
+    }
+
     pub fn receiver(&self) -> Option<Arc<Receiver>> {
         match &*self.role.read() {
             Role::Standby { receiver, .. } => Some(receiver.clone()),
@@ -211,6 +230,8 @@ impl Replication {
             // lose acknowledged ones. It goes back to replicating.
             let refusal = if !wait_stopped(&receiver).await {
                 Some("its WAL receiver did not stop within 10 s")
+            } else if self.store.end_lsn() == 0 {
+                Some("it has not received a base backup from its primary yet, so it holds no state of the cluster")
             } else if !self.store.is_consistent() {
                 Some("it has not reached a consistent state yet (its base backup still needs WAL from the primary)")
             } else {

@@ -378,6 +378,46 @@ fn sigterm_does_not_wait_for_replication_streams() {
     assert_eq!(on_primary.len(), 100);
 }
 
+/// A standby started on an empty data directory while its primary is down
+/// holds no state of the cluster: it answers reads with LOADING (not with
+/// the nils of an empty table), says it is not consistent, and refuses
+/// promotion, which would have made an empty primary of a new cluster.
+/// Once the primary is back it gets its base backup and serves the data.
+#[test]
+fn a_standby_without_its_first_base_backup_serves_nothing_and_cannot_be_promoted() {
+    let mut primary = start_primary(&[]);
+    set(&primary, "important", "1");
+    let _ = primary.terminate();
+    let s1 = start_standby(&primary, "s1", &[]);
+    let mut con = s1.raw();
+    match con.command(&["GET", "important"]) {
+        Reply::Error(e) => assert!(
+            e.starts_with("LOADING") && e.contains("base backup"),
+            "GET on a standby without a base backup: {e}"
+        ),
+        other => panic!("GET on a standby without a base backup replied {other:?}"),
+    }
+    assert_eq!(info(&s1).get("walship_consistent"), Some("0"));
+    match con.command(&["REPLICAOF", "NO", "ONE"]) {
+        Reply::Error(e) => assert!(
+            e.contains("cannot be promoted") && e.contains("base backup"),
+            "promotion refused with: {e}"
+        ),
+        other => panic!("promoting a standby without a base backup replied {other:?}"),
+    }
+    assert!(
+        matches!(con.command(&["GET", "important"]), Reply::Error(e) if e.starts_with("LOADING")),
+        "after the refused promotion it is still a standby waiting for its base backup"
+    );
+    primary.restart().expect("restart the primary");
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        s1.raw().command(&["GET", "important"]),
+        Reply::Bulk(Some(b"1".to_vec()))
+    );
+    assert_eq!(info(&s1).get("walship_consistent"), Some("1"));
+}
+
 #[test]
 fn idle_caught_up_standby_is_reported_online() {
     let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);

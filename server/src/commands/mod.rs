@@ -358,10 +358,11 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
         Err(CmdError::msg(format!(
             "READONLY This node was the primary, but a standby showed it epoch {epoch}, newer than its own: another node was promoted. Re-point it with REPLICAOF host port."
         )))
-    } else if spec.flags & (READONLY | WRITE) != 0 && !ctx.shared.store.is_consistent() {
-        Err(CmdError::msg(
-            "LOADING walship is replaying a base backup and is not consistent yet",
-        ))
+    } else if let Some(why) = (spec.flags & (READONLY | WRITE) != 0)
+        .then(|| ctx.shared.replication.not_consistent())
+        .flatten()
+    {
+        Err(CmdError::msg(format!("LOADING walship {why}")))
     } else {
         let r = (spec.handler)(ctx, args);
         if spec.flags & (READONLY | WRITE) != 0 && ctx.lsn.is_none() {

@@ -358,7 +358,10 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
         &rw.last_fork_lsn.load(Ordering::Relaxed),
     );
     f("walship_flushed_lsn", &engine.flushed_lsn());
-    f("walship_consistent", &u8::from(engine.is_consistent()));
+    f(
+        "walship_consistent",
+        &u8::from(shared.replication.is_consistent()),
+    );
     f(
         "walship_synchronous_standby_names",
         &shared.replication.hub.sync_names(),
