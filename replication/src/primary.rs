@@ -314,6 +314,46 @@ impl Hub {
         self.confirmed_tx.send_modify(|c| c.version += 1);
     }
 
+    /// Drops standby `name`'s replication slot (PostgreSQL's
+    /// `pg_drop_replication_slot`), so it no longer holds WAL back: for a
+    /// standby that is gone for good. Refused while that standby is
+    /// connected, as PostgreSQL refuses to drop an active slot.
+    pub fn drop_slot(&self, name: &str) -> Result<(), String> {
+        let standbys = self.standbys.lock();
+        if standbys.iter().any(|c| c.name == name) {
+            return Err(format!(
+                "replication slot \"{name}\" is active: its standby is connected"
+            ));
+        }
+        match self.slots.drop_slot(name) {
+            Ok(true) => {
+                tracing::info!(slot = name, "replication slot dropped");
+                Ok(())
+            }
+            Ok(false) => Err(format!("replication slot \"{name}\" does not exist")),
+            Err(e) => Err(format!("cannot remove replication slot \"{name}\": {e}")),
+        }
+    }
+
+    /// Drops every slot, when this node becomes a standby: it serves no
+    /// standbys of its own (no cascading replication), so its slots would
+    /// only hold WAL back for ever. Standbys that follow it after a later
+    /// promotion get new slots when they connect.
+    pub fn drop_all_slots(&self) {
+        for slot in self.slots.list() {
+            match self.slots.drop_slot(&slot.name) {
+                Ok(_) => tracing::info!(
+                    slot = %slot.name,
+                    restart_lsn = slot.restart_lsn,
+                    "replication slot dropped: this node is now a standby"
+                ),
+                Err(e) => {
+                    tracing::warn!(slot = %slot.name, error = %e, "cannot remove the replication slot")
+                }
+            }
+        }
+    }
+
     /// Accepts standbys again after [`Hub::stop`] (a promotion).
     pub fn resume(&self) {
         self.stop_tx.send_replace(false);

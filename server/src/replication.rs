@@ -158,6 +158,7 @@ impl Replication {
         // standbys; being re-pointed also lifts a fence.
         self.hub.stop();
         self.hub.clear_fence();
+        self.hub.drop_all_slots();
         let receiver = Receiver::new(
             self.store.handle().clone(),
             ReceiverConfig {

@@ -263,3 +263,61 @@ fn a_deposed_primary_with_a_synchronous_standby_acknowledges_nothing() {
     assert_same_keyspace(&s2, &s1);
     assert_no_key_with_prefix(&primary, "split-brain");
 }
+
+/// An old primary re-pointed at the promoted standby drops its replication
+/// slots: as a standby it serves no standbys, and the slots would hold its
+/// WAL back for ever. A slot of a standby that is gone for good is dropped
+/// with `WALSHIP DROPSLOT` (refused while that standby is connected), and
+/// stays dropped across a restart.
+#[test]
+fn slots_are_dropped_by_dropslot_and_when_a_primary_becomes_a_standby() {
+    let mut old = start_primary(&[]);
+    let s1 = start_standby(&old, "s1", &[]);
+    let mut gone = start_standby(&old, "gone", &[]);
+    write_batch(&old, "a", 20);
+    wait_caught_up(&old, &[&s1, &gone]);
+    gone.kill();
+    let slots = |n: &TestServer| info(n).get("walship_slots").map(str::to_string);
+    assert_eq!(slots(&old).as_deref(), Some("2"));
+
+    let mut con = old.raw();
+    let refused = |reply: Reply, what: &str| match reply {
+        Reply::Error(e) => e,
+        other => panic!("{what} replied {other:?}"),
+    };
+    let e = refused(
+        con.command(&["WALSHIP", "DROPSLOT", "s1"]),
+        "dropping an active slot",
+    );
+    assert!(e.contains("is active"), "{e}");
+    let e = refused(
+        con.command(&["WALSHIP", "DROPSLOT", "nope"]),
+        "dropping a missing slot",
+    );
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(
+        con.command(&["WALSHIP", "DROPSLOT", "gone"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(slots(&old).as_deref(), Some("1"));
+    assert!(info(&old).slot("gone").is_none());
+    old.terminate();
+    old.restart().expect("restart the old primary");
+    wait_caught_up(&old, &[&s1]);
+    assert_eq!(
+        slots(&old).as_deref(),
+        Some("1"),
+        "the dropped slot came back"
+    );
+
+    promote(&s1);
+    follow(&old, &s1);
+    wait_caught_up(&s1, &[&old]);
+    assert_eq!(
+        slots(&old).as_deref(),
+        Some("0"),
+        "a primary that became a standby kept its slots\n{}",
+        old.log_tail()
+    );
+    assert_same_keyspace(&s1, &old);
+}

@@ -10,6 +10,8 @@
 //! - `WALSHIP SYNCHRONOUS_COMMIT [level]`: this connection's `synchronous_commit`;
 //! - `WALSHIP GETLSN <key>`: the value and the LSN of the write that set it
 //!   (what a quorum read compares);
+//! - `WALSHIP DROPSLOT <name>`: drops a gone standby's replication slot
+//!   (PostgreSQL's `pg_drop_replication_slot`; refused while it is connected);
 //! - `WALSHIP QUORUM`: the quorum sizes {n, w, r} for this node and its
 //!   connected standbys (the seed's W + R > N);
 //! - `WALSHIP QUORUMGET <key>`: a quorum read on a primary (see [`crate::quorum`]).
@@ -80,11 +82,21 @@ pub fn walship(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             }
             Ok(())
         }
+        (b"DROPSLOT", 3) => {
+            let name = String::from_utf8_lossy(args.get(2));
+            ctx.shared
+                .replication
+                .hub
+                .drop_slot(&name)
+                .map_err(|e| CmdError::msg(format!("ERR {e}")))?;
+            ctx.out.ok();
+            Ok(())
+        }
         (b"QUORUM", 2) => quorum_sizes(ctx),
         (b"QUORUMGET", 3) => quorum_get(ctx, args.get(2)),
         (
             b"STREAM" | b"REPLICAS" | b"LSN" | b"WAITLSN" | b"SYNCHRONOUS_COMMIT" | b"GETLSN"
-            | b"QUORUM" | b"QUORUMGET",
+            | b"DROPSLOT" | b"QUORUM" | b"QUORUMGET",
             _,
         ) => {
             Err(CmdError::msg(format!(
@@ -93,7 +105,7 @@ pub fn walship(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             )))
         }
         _ => Err(CmdError::msg(format!(
-            "ERR unknown subcommand '{}'. Try WALSHIP REPLICAS, LSN, WAITLSN, SYNCHRONOUS_COMMIT, GETLSN, QUORUM, QUORUMGET.",
+            "ERR unknown subcommand '{}'. Try WALSHIP REPLICAS, LSN, WAITLSN, SYNCHRONOUS_COMMIT, GETLSN, DROPSLOT, QUORUM, QUORUMGET.",
             String::from_utf8_lossy(args.get(1))
         ))),
     }
