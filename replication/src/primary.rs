@@ -258,11 +258,39 @@ enum Admission {
     Refuse(String),
 }
 
+/// A standby name taken by one connection; released when dropped.
+struct NameClaim {
+    hub: Arc<Hub>,
+    name: String,
+}
+
+impl NameClaim {
+    /// `None` when another connection holds `name`.
+    fn take(hub: &Arc<Hub>, name: &str) -> Option<NameClaim> {
+        hub.names_in_use
+            .lock()
+            .insert(name.to_string())
+            .then(|| NameClaim {
+                hub: hub.clone(),
+                name: name.to_string(),
+            })
+    }
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.hub.names_in_use.lock().remove(&self.name);
+    }
+}
+
 /// The primary's replication state.
 pub struct Hub {
     handle: EngineHandle,
     slots: Arc<Slots>,
     standbys: Mutex<Vec<Arc<StandbyConn>>>,
+    /// Names of the standbys connected or being admitted: one connection
+    /// per name, as PostgreSQL allows one walsender per replication slot.
+    names_in_use: Mutex<std::collections::HashSet<String>>,
     sync_names: RwLock<SyncStandbyNames>,
     confirmed_tx: watch::Sender<Confirmed>,
     /// Writes waiting for confirmation, woken only once their LSN is confirmed.
@@ -282,6 +310,7 @@ impl Hub {
             handle,
             slots,
             standbys: Mutex::new(Vec::new()),
+            names_in_use: Mutex::default(),
             sync_names: RwLock::new(sync_names),
             confirmed_tx,
             waiters: Mutex::new(Waiters::default()),
@@ -319,8 +348,8 @@ impl Hub {
     /// standby that is gone for good. Refused while that standby is
     /// connected, as PostgreSQL refuses to drop an active slot.
     pub fn drop_slot(&self, name: &str) -> Result<(), String> {
-        let standbys = self.standbys.lock();
-        if standbys.iter().any(|c| c.name == name) {
+        let names = self.names_in_use.lock();
+        if names.contains(name) {
             return Err(format!(
                 "replication slot \"{name}\" is active: its standby is connected"
             ));
@@ -550,7 +579,15 @@ impl Hub {
         };
         let (flushed_lsn, name) = (*flushed_lsn, name.clone());
         let engine = self.handle.get();
-        let base_backup = match self.admit(&hello) {
+        // Held until this connection ends.
+        let claim = NameClaim::take(self, &name);
+        let admission = match claim {
+            None => Admission::Refuse(format!(
+                "a standby named \"{name}\" is already connected: give each standby its own --name (they would share one replication slot)"
+            )),
+            Some(_) => self.admit(&hello),
+        };
+        let base_backup = match admission {
             Admission::Refuse(reason) => {
                 tracing::warn!(standby = %name, %addr, %reason, "refusing standby");
                 write_message(

@@ -856,3 +856,32 @@ fn corrupt_base_backups_change_nothing() {
     let after = keyspace(&victim);
     assert!(after == before, "{}", keyspace_diff(&after, &before));
 }
+
+/// Two standbys under one name would share one replication slot (the
+/// faster one would advance it past WAL the slower one still needs) and
+/// count once for `synchronous_standby_names`: the second is refused while
+/// the first is connected, as PostgreSQL allows one walsender per slot, and
+/// is admitted once the first is gone.
+#[test]
+fn a_second_standby_with_a_name_in_use_is_refused() {
+    let primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let mut first = start_standby(&primary, "s1", &[]);
+    wait_caught_up(&primary, &[&first]);
+    set(&primary, "k", "v");
+    let second = start_standby(&primary, "s1", &[]);
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            info(&second)
+                .get("walship_last_error")
+                .is_some_and(|e| e.contains("already connected"))
+        },
+        || format!("a refusal naming the name in use: {:#?}", info(&second)),
+    );
+    assert_eq!(info(&primary).num("connected_slaves"), 1);
+    set(&primary, "k2", "v2");
+    first.kill();
+    wait_caught_up(&primary, &[&second]);
+    assert_eq!(get(&second, "k2"), Reply::Bulk(Some(b"v2".to_vec())));
+    assert_eq!(info(&primary).num("connected_slaves"), 1);
+}

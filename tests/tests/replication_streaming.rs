@@ -499,6 +499,11 @@ fn readonly_standby_and_role() {
         assert_eq!(con.command(&cmd), readonly, "{cmd:?} on a standby");
     }
     assert_eq!(con.command(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    // WAIT is refused, as Redis refuses it on a replica: no writes to wait for.
+    match con.command(&["WAIT", "1", "10"]) {
+        Reply::Error(e) => assert!(e.contains("replica"), "{e}"),
+        other => panic!("WAIT on a standby replied {other:?}"),
+    }
 
     // ROLE on the primary: master, offset, [[ip, port, offset]].
     let end = info(&primary).num("master_repl_offset");

@@ -148,6 +148,12 @@ pub fn wait(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let replicas = usize::try_from(parse_int(args.get(1))?).map_err(|_| CmdError::NotInteger)?;
     let timeout_ms = u64::try_from(parse_int(args.get(2))?)
         .map_err(|_| CmdError::msg("ERR timeout is negative"))?;
+    if ctx.shared.replication.is_standby() {
+        // As Redis: a standby takes no writes, so there is nothing to wait for.
+        return Err(CmdError::msg(
+            "ERR WAIT cannot be used with replica instances: a standby takes no writes",
+        ));
+    }
     ctx.client.deferred = Some(Deferred::Wait {
         replicas,
         timeout_ms,
