@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
@@ -244,6 +244,13 @@ pub enum SyncWaitError {
         /// The write's LSN.
         lsn: Lsn,
     },
+    /// The server shut down while waiting (PostgreSQL's "canceling the wait
+    /// for synchronous replication ... due to administrator command").
+    #[error("write is durable locally (LSN {lsn}) but the server is shutting down and the synchronous standbys have not confirmed it; it may not have been replicated")]
+    ShuttingDown {
+        /// The write's LSN.
+        lsn: Lsn,
+    },
 }
 
 /// What [`Hub::admit`] decided.
@@ -299,6 +306,8 @@ pub struct Hub {
     stop_tx: watch::Sender<bool>,
     /// Non-zero once a standby showed a newer epoch: this node was deposed.
     fenced_by: AtomicU64,
+    /// Set by [`Hub::shut_down`]: why waiting writes were failed.
+    shutting_down: AtomicBool,
 }
 
 impl Hub {
@@ -317,6 +326,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             stop_tx,
             fenced_by: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
@@ -380,6 +390,22 @@ impl Hub {
                     tracing::warn!(slot = %slot.name, error = %e, "cannot remove the replication slot")
                 }
             }
+        }
+    }
+
+    /// At shutdown, once the clients had their time to drain: stops as
+    /// [`Hub::stop`] does, failing the writes still waiting for standbys
+    /// with [`SyncWaitError::ShuttingDown`].
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.stop();
+    }
+
+    fn stopped_error(&self, lsn: Lsn) -> SyncWaitError {
+        if self.shutting_down.load(Ordering::Acquire) {
+            SyncWaitError::ShuttingDown { lsn }
+        } else {
+            SyncWaitError::Demoted { lsn }
         }
     }
 
@@ -452,7 +478,7 @@ impl Hub {
                 return Ok(());
             }
             if self.is_stopped() {
-                return Err(SyncWaitError::Demoted { lsn });
+                return Err(self.stopped_error(lsn));
             }
             let (tx, rx) = oneshot::channel();
             w.next_id += 1;
@@ -470,7 +496,7 @@ impl Hub {
         let wait = async {
             match rx.await {
                 Ok(()) => Ok(()),
-                Err(_) => Err(SyncWaitError::Demoted { lsn }),
+                Err(_) => Err(self.stopped_error(lsn)),
             }
         };
         if timeout_ms == 0 {

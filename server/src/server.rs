@@ -176,7 +176,21 @@ impl Server {
         );
         let drain = Duration::from_secs(crate::shutdown::DRAIN_TIMEOUT_SECS);
         if tokio::time::timeout(drain, alive_rx.recv()).await.is_err() {
-            tracing::warn!("connections still busy after {drain:?}; closing anyway");
+            // Writes still waiting for synchronous standbys that do not
+            // answer are told so (durable here, maybe not replicated), as
+            // PostgreSQL cancels such waits at shutdown, rather than having
+            // their connections closed without a reply.
+            shared.replication.hub.shut_down();
+            let replies = Duration::from_secs(1);
+            if tokio::time::timeout(replies, alive_rx.recv())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "connections still busy after {:?}; closing anyway",
+                    drain + replies
+                );
+            }
         }
         if let Some(t) = admin_task {
             t.abort();

@@ -403,3 +403,35 @@ fn config_set_synchronous_standby_names_takes_effect() {
     wait_caught_up(&primary, &[&s1]);
     assert_eq!(get(&s1, "k3"), Reply::Bulk(Some(b"v3".to_vec())));
 }
+
+/// A synchronous write still waiting for a standby that does not answer
+/// when the server is stopped gets an error saying it is durable locally
+/// but may not be replicated (PostgreSQL cancels such waits at shutdown
+/// with a warning), not a connection closed without a reply; and the
+/// server exits cleanly.
+#[test]
+fn sigterm_tells_a_waiting_synchronous_write_it_was_not_confirmed() {
+    let mut primary = start_primary(&["--synchronous-standby-names", "FIRST 1 (s1)"]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    warm_up(&primary, &[&s1]);
+    pause(&s1);
+    let mut pending = Pending::send(&primary, &[], &["SET", "k", "v"]);
+    assert_not_answered(&mut pending, "FIRST 1 (s1) with s1 stopped");
+    let status = primary.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        primary.log_tail()
+    );
+    match pending.reply() {
+        Reply::Error(e) => assert!(
+            e.contains("durable locally") && e.contains("shutting down"),
+            "error text: {e}"
+        ),
+        other => panic!("the waiting write got {other:?}"),
+    }
+    resume(&s1);
+    // Durable locally indeed: there after a restart.
+    primary.restart().expect("restart the primary");
+    assert_eq!(get(&primary, "k"), Reply::Bulk(Some(b"v".to_vec())));
+}
