@@ -499,6 +499,24 @@ fn readonly_standby_and_role() {
         assert_eq!(con.command(&cmd), readonly, "{cmd:?} on a standby");
     }
     assert_eq!(con.command(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    // REPLICAOF naming the node itself is refused with that reason, and
+    // changes nothing.
+    let own = standby.port().to_string();
+    for host in ["127.0.0.1", "localhost"] {
+        match primary
+            .raw()
+            .command(&["REPLICAOF", host, &primary.port().to_string()])
+        {
+            Reply::Error(e) => assert!(e.contains("itself"), "{e}"),
+            other => panic!("REPLICAOF {host} <own port> replied {other:?}"),
+        }
+        match con.command(&["REPLICAOF", host, &own]) {
+            Reply::Error(e) => assert!(e.contains("itself"), "{e}"),
+            other => panic!("REPLICAOF {host} <own port> on the standby replied {other:?}"),
+        }
+    }
+    assert_eq!(info(&primary).field("role"), "master");
+    assert_eq!(info(&standby).field("master_link_status"), "up");
     // WAIT is refused, as Redis refuses it on a replica: no writes to wait for.
     match con.command(&["WAIT", "1", "10"]) {
         Reply::Error(e) => assert!(e.contains("replica"), "{e}"),
