@@ -57,8 +57,8 @@ pub struct Replication {
     pub sync_timeout_ms: AtomicU64,
     /// This node's name, sent to primaries.
     pub name: String,
-    /// Password to authenticate to a primary with.
-    pub password: Option<String>,
+    /// Password to authenticate to a primary with (`CONFIG SET masterauth`).
+    password: RwLock<Option<String>>,
     store: Store,
     /// Epoch changes started by this node (promotions and primary starts).
     pub promotions: AtomicU64,
@@ -91,7 +91,7 @@ impl Replication {
             sync_commit: AtomicU8::new(level_index(sync_commit)),
             sync_timeout_ms: AtomicU64::new(sync_timeout_ms),
             name,
-            password,
+            password: RwLock::new(password),
             store,
             promotions: AtomicU64::new(0),
             rewinds: Arc::default(),
@@ -123,6 +123,28 @@ impl Replication {
 
     pub fn is_consistent(&self) -> bool {
         self.not_consistent().is_none()
+    }
+
+    /// The password this node authenticates to a primary with.
+    pub fn password(&self) -> Option<String> {
+        self.password.read().clone()
+    }
+
+    /// Sets the password for the primary (Redis's `masterauth`). A standby
+    /// whose link is down (refused, say, after its primary's `requirepass`
+    /// changed) reconnects with it at once; one streaming uses it from its
+    /// next connection.
+    pub fn set_password(&self, password: Option<String>) -> anyhow::Result<()> {
+        *self.password.write() = password;
+        if let Role::Standby {
+            primary, receiver, ..
+        } = self.role()
+        {
+            if !receiver.status().link_up {
+                self.follow(primary, receiver.config().listening_port)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn receiver(&self) -> Option<Arc<Receiver>> {
@@ -164,7 +186,7 @@ impl Replication {
             ReceiverConfig {
                 primary: primary.clone(),
                 name: self.name.clone(),
-                password: self.password.clone(),
+                password: self.password(),
                 listening_port,
                 rewinds: self.rewinds.clone(),
             },

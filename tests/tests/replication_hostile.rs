@@ -885,3 +885,48 @@ fn a_second_standby_with_a_name_in_use_is_refused() {
     assert_eq!(get(&second, "k2"), Reply::Bulk(Some(b"v2".to_vec())));
     assert_eq!(info(&primary).num("connected_slaves"), 1);
 }
+
+/// A standby refused for a wrong password is let in by `CONFIG SET
+/// masterauth` (Redis's name; `replicate-password` is the flag's) without
+/// a restart: it reconnects at once with the new password and catches up.
+#[test]
+fn masterauth_set_at_runtime_lets_a_refused_standby_in() {
+    let primary = start_primary(&["--requirepass", "secret"]);
+    let standby = start_standby(&primary, "s1", &["--replicate-password", "wrong"]);
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            info(&standby)
+                .get("walship_last_error")
+                .is_some_and(|e| e.contains("WRONGPASS"))
+        },
+        || format!("a refusal for the password: {:#?}", info(&standby)),
+    );
+    let mut con = standby.raw();
+    assert_eq!(
+        con.command(&["CONFIG", "SET", "masterauth", "secret"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        con.command(&["CONFIG", "GET", "replicate-password"]),
+        Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"replicate-password".to_vec())),
+            Reply::Bulk(Some(b"secret".to_vec())),
+        ]))
+    );
+    let mut admin = primary.raw();
+    assert_eq!(
+        admin.command(&["AUTH", "secret"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        admin.command(&["SET", "k", "v"]),
+        Reply::Simple("OK".into())
+    );
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || get(&standby, "k") == Reply::Bulk(Some(b"v".to_vec())),
+        || format!("the standby caught up: {:#?}", info(&standby)),
+    );
+    assert_eq!(info(&standby).field("master_link_status"), "up");
+}

@@ -92,6 +92,16 @@ const PARAMS: &[Param] = &[
         set: None,
     },
     Param {
+        name: "masterauth",
+        get: |s| s.replication.password().unwrap_or_default(),
+        set: Some(set_replicate_password),
+    },
+    Param {
+        name: "replicate-password",
+        get: |s| s.replication.password().unwrap_or_default(),
+        set: Some(set_replicate_password),
+    },
+    Param {
         name: "requirepass",
         get: |s| {
             s.runtime
@@ -322,6 +332,15 @@ const PARAMS: &[Param] = &[
         set: None,
     },
 ];
+
+/// `masterauth` / `replicate-password`: the password for the primary; empty
+/// for none.
+fn set_replicate_password(s: &Shared, v: &str) -> Result<(), String> {
+    let password = (!v.is_empty()).then(|| v.to_string());
+    s.replication
+        .set_password(password)
+        .map_err(|e| e.to_string())
+}
 
 /// The parameter called `name` (lower case); the replication settings may
 /// also be spelled with `-` like the command-line flags.

@@ -472,7 +472,7 @@ fn quorum_get(ctx: &mut Ctx<'_>, key: &[u8]) -> CmdResult {
     if needed > 0 {
         let peers = peers(&views);
         let key = bytes::Bytes::copy_from_slice(key);
-        let password = shared.replication.password.clone();
+        let password = shared.replication.password();
         let max_reply = usize::try_from(shared.config.max_value_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(64 * 1024);
