@@ -112,9 +112,12 @@ impl Replication {
     /// empty one of its own), or one still short of its base backup's
     /// consistency point.
     pub fn not_consistent(&self) -> Option<&'static str> {
-        if self.is_standby() && self.store.end_lsn() == 0 {
+        // Runs before every read and write: atomics only, and the role's
+        // lock only on a node that never held any WAL (written LSN 0).
+        let engine = self.store.handle().load();
+        if engine.written_lsn() == 0 && self.is_standby() {
             Some("has not received a base backup from its primary yet")
-        } else if !self.store.is_consistent() {
+        } else if !engine.is_consistent() {
             Some("is replaying a base backup and is not consistent yet")
         } else {
             None
