@@ -200,32 +200,60 @@ impl Clients {
 /// as an unsigned integer, but the engine resumes a scan after a key; this
 /// table maps the numbers handed out to the keys they stand for. It is
 /// shared by all connections (pooled clients continue a scan on another
-/// connection) and bounded: the oldest cursors are forgotten first.
+/// connection) and bounded. A cursor a scan has continued from is
+/// *superseded*: it is kept (a client may retry a call) but forgotten before
+/// any other, so the bound is on scans in progress, not on SCAN calls. A
+/// cursor lives on the node that issued it, until it restarts.
 pub struct ScanCursors {
     inner: Mutex<CursorTable>,
 }
 
 struct CursorTable {
     by_id: HashMap<u64, Bytes>,
+    /// Every cursor handed out, oldest first; may hold ids already forgotten.
     order: VecDeque<u64>,
+    /// Cursors a scan continued from, oldest first: forgotten first.
+    superseded: VecDeque<u64>,
     next: u64,
 }
 
+impl CursorTable {
+    fn forget_one(&mut self) {
+        for queue in [&mut self.superseded, &mut self.order] {
+            while let Some(id) = queue.pop_front() {
+                if self.by_id.remove(&id).is_some() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl ScanCursors {
-    /// How many cursors are remembered at once.
+    /// How many cursors are remembered at once: scans in progress, plus
+    /// superseded cursors while there is room.
     pub const CAPACITY: usize = 16 * 1024;
 
     /// Remembers `after_key` and returns the cursor number for it (never 0).
-    pub fn insert(&self, after_key: Bytes) -> u64 {
+    /// `continued_from` is the cursor this call resumed from, if any: it is
+    /// now superseded.
+    pub fn insert(&self, after_key: Bytes, continued_from: Option<u64>) -> u64 {
         let mut t = self.inner.lock();
+        if let Some(old) = continued_from.filter(|c| t.by_id.contains_key(c)) {
+            t.superseded.push_back(old);
+        }
+        while t.by_id.len() >= Self::CAPACITY {
+            t.forget_one();
+        }
+        // Ids forgotten through `superseded` stay in `order` until passed:
+        // drop them once they are half of it, so it stays bounded.
+        if t.order.len() >= 2 * Self::CAPACITY {
+            let CursorTable { by_id, order, .. } = &mut *t;
+            order.retain(|id| by_id.contains_key(id));
+        }
         // Random-looking, non-zero, fits in i64 so signed parsers are happy too.
         t.next = t.next.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let id = (t.next >> 1).max(1);
-        if t.order.len() >= Self::CAPACITY {
-            if let Some(old) = t.order.pop_front() {
-                t.by_id.remove(&old);
-            }
-        }
         t.by_id.insert(id, after_key);
         t.order.push_back(id);
         id
@@ -247,6 +275,7 @@ impl Default for ScanCursors {
             inner: Mutex::new(CursorTable {
                 by_id: HashMap::new(),
                 order: VecDeque::new(),
+                superseded: VecDeque::new(),
                 next: seed,
             }),
         }

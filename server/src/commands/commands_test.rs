@@ -150,7 +150,6 @@ fn set_with_expiry_is_refused_and_changes_nothing() {
         &["PX", "5"],
         &["EXAT", "1"],
         &["PXAT", "1"],
-        &["KEEPTTL"],
     ] {
         let mut args = vec!["SET", "k", "v"];
         args.extend_from_slice(opts);
@@ -158,6 +157,16 @@ fn set_with_expiry_is_refused_and_changes_nothing() {
         assert!(r.starts_with("-ERR key expiry is not supported"), "{r}");
     }
     assert_eq!(t.cmd(&["SET", "k", "v", "EX"]), "-ERR syntax error\r\n");
+    // KEEPTTL keeps a time to live no key has: accepted and does nothing,
+    // but not beside a time (as Redis).
+    assert_eq!(
+        t.cmd(&["SET", "k", "v", "KEEPTTL", "EX", "10"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(t.cmd(&["GET", "k"]), "$-1\r\n");
+    assert_eq!(t.cmd(&["SET", "kt", "v", "KEEPTTL"]), "+OK\r\n");
+    assert_eq!(t.cmd(&["GET", "kt"]), "$1\r\nv\r\n");
+    assert_eq!(t.cmd(&["TTL", "kt"]), ":-1\r\n");
     assert!(t
         .cmd(&["EXPIRE", "k", "10"])
         .starts_with("-ERR key expiry is not supported"));
@@ -169,6 +178,18 @@ fn set_with_expiry_is_refused_and_changes_nothing() {
     t.cmd(&["SET", "k", "v"]);
     assert_eq!(t.cmd(&["TTL", "k"]), ":-1\r\n");
     assert_eq!(t.cmd(&["PTTL", "k"]), ":-1\r\n");
+}
+
+/// SHUTDOWN with both SAVE and NOSAVE is a syntax error, as in Redis: a
+/// mistyped command does not stop the server.
+#[test]
+fn shutdown_with_save_and_nosave_is_refused() {
+    let mut t = T::new();
+    assert_eq!(
+        t.cmd(&["SHUTDOWN", "SAVE", "NOSAVE"]),
+        "-ERR syntax error\r\n"
+    );
+    assert_eq!(t.cmd(&["PING"]), "+PONG\r\n");
 }
 
 #[test]
@@ -446,13 +467,56 @@ fn scan_visits_every_key_once_with_numeric_cursors() {
         assert!(calls < 10);
     }
     assert_eq!(seen.len(), 25);
-    assert_eq!(t.cmd(&["SCAN", "123456"]), "-ERR invalid cursor\r\n");
+    let unknown = t.cmd(&["SCAN", "123456"]);
+    assert!(
+        unknown.starts_with("-ERR invalid cursor: not issued by this node")
+            && unknown.contains("from 0"),
+        "{unknown}"
+    );
     assert_eq!(t.cmd(&["SCAN", "abc"]), "-ERR invalid cursor\r\n");
     assert_eq!(t.cmd(&["SCAN", "0", "COUNT", "0"]), "-ERR syntax error\r\n");
     assert_eq!(
         t.cmd(&["SCAN", "0", "TYPE", "hash", "COUNT", "1000"]),
         "*2\r\n$1\r\n0\r\n*0\r\n"
     );
+}
+
+/// The cursor of a scan in progress outlives any number of SCAN calls made
+/// by other scans that move on: only cursors a scan continued from are
+/// forgotten first (before, the table forgot the oldest of the last 16,384
+/// SCAN calls server-wide, so a slow scan failed mid-way on a busy server).
+#[test]
+fn a_scan_in_progress_survives_many_calls_of_another_scan() {
+    let mut t = T::new();
+    let n = super::super::state::ScanCursors::CAPACITY + 100;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut args = vec!["MSET".to_string()];
+        for i in chunk {
+            args.push(format!("k{i:06}"));
+            args.push("v".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        t.cmd(&refs);
+    }
+    let cursor_of = |r: &str| r.split("\r\n").nth(2).expect("cursor").to_string();
+    let slow = cursor_of(&t.cmd(&["SCAN", "0", "COUNT", "1"]));
+    // Another scan walks the whole keyspace one key per call.
+    let mut fast = "0".to_string();
+    let mut calls = 0;
+    loop {
+        fast = cursor_of(&t.cmd(&["SCAN", &fast, "COUNT", "1"]));
+        calls += 1;
+        if fast == "0" {
+            break;
+        }
+    }
+    assert!(calls > super::super::state::ScanCursors::CAPACITY);
+    let r = t.cmd(&["SCAN", &slow, "COUNT", "1"]);
+    assert!(
+        r.starts_with("*2\r\n"),
+        "the slow scan's cursor was forgotten: {r}"
+    );
+    assert!(r.contains("k000001"), "{r}");
 }
 
 #[test]

@@ -144,6 +144,9 @@ pub fn keys(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// A well-formed cursor this node does not know.
+const UNKNOWN_CURSOR: &str = "ERR invalid cursor: not issued by this node since it started, or forgotten (it keeps the cursors of the 16384 most recent scans in progress); start the scan again from 0";
+
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
 ///
 /// Keys come in ascending order. A non-zero cursor stands for the last key
@@ -187,7 +190,7 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             ctx.shared
                 .scan_cursors
                 .get(cursor)
-                .ok_or_else(|| CmdError::msg("ERR invalid cursor"))?,
+                .ok_or_else(|| CmdError::msg(UNKNOWN_CURSOR))?,
         )
     };
     // COUNT is a hint of work per call; bound it so one call stays short.
@@ -197,7 +200,10 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         0
     } else {
         match keys.last() {
-            Some(last) => ctx.shared.scan_cursors.insert(last.clone()),
+            Some(last) => ctx
+                .shared
+                .scan_cursors
+                .insert(last.clone(), (cursor != 0).then_some(cursor)),
             None => 0,
         }
     };

@@ -204,6 +204,11 @@ pub fn lastsave(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 /// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE]: graceful stop, as on SIGTERM. Like
 /// Redis, no reply: the connection closes.
 pub fn shutdown(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let has = |o: &[u8]| args.iter().skip(1).any(|a| a.eq_ignore_ascii_case(o));
+    if has(b"SAVE") && has(b"NOSAVE") {
+        // Contradictory, as Redis says: a mistyped SHUTDOWN stops nothing.
+        return Err(CmdError::Syntax);
+    }
     for a in args.iter().skip(1) {
         let ok = [&b"NOSAVE"[..], b"SAVE", b"NOW", b"FORCE"]
             .iter()

@@ -10,7 +10,7 @@ use crate::store::{BatchOp, Mutation};
 /// Error for every way of asking for expiry: walship has no durable expiry.
 pub const EXPIRY_UNSUPPORTED: &str =
     "ERR key expiry is not supported by walship (keys never expire; \
-     SET EX/PX/EXAT/PXAT/KEEPTTL, SETEX, PSETEX, GETEX and EXPIRE are refused)";
+     SET EX/PX/EXAT/PXAT, SETEX, PSETEX, GETEX with a time and EXPIRE are refused)";
 
 pub fn get(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let v = ctx.shared.store.get(args.get(1));
@@ -29,6 +29,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let mut cond = Condition::Always;
     let mut return_old = false;
     let mut expiry = false;
+    let mut keep_ttl = false;
     let mut i = 3;
     while i < args.len() {
         let opt = args.get(i);
@@ -40,12 +41,15 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         } else if opt.eq_ignore_ascii_case(b"GET") {
             return_old = true;
         } else if opt.eq_ignore_ascii_case(b"KEEPTTL") && !expiry {
-            expiry = true;
+            // Keys have no time to live to keep: accepted, and does nothing
+            // (as on a Redis key without one).
+            keep_ttl = true;
         } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
             .iter()
             .any(|o| opt.eq_ignore_ascii_case(o))
             && has_next
             && !expiry
+            && !keep_ttl
         {
             expiry = true;
             i += 1;
