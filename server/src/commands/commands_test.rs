@@ -644,6 +644,22 @@ fn command_replies_keep_redis_cli_happy() {
     assert!(t
         .cmd(&["COMMAND"])
         .starts_with(&format!("*{}\r\n", COMMANDS.len())));
+    assert_eq!(
+        t.cmd(&["COMMAND", "COUNT", "x"]),
+        "-ERR wrong number of arguments for 'command|count' command\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "getr*"]),
+        "*1\r\n$8\r\ngetrange\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "string"]),
+        "*0\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "LIST", "FILTERBY", "NAME", "x"]),
+        "-ERR syntax error\r\n"
+    );
 }
 
 #[test]

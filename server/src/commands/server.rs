@@ -70,6 +70,9 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     }
     let sub = args.get(1);
     if sub.eq_ignore_ascii_case(b"COUNT") {
+        if args.len() != 2 {
+            return Err(CmdError::arity("command|count"));
+        }
         ctx.out.int(COMMANDS.len() as i64);
     } else if sub.eq_ignore_ascii_case(b"INFO") {
         if args.len() == 2 {
@@ -90,9 +93,32 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         // redis-cli asks for docs to show hints; none is a valid answer.
         ctx.out.map(0);
     } else if sub.eq_ignore_ascii_case(b"LIST") {
-        ctx.out.array(COMMANDS.len());
-        for c in COMMANDS {
-            ctx.out.bulk(c.name.as_bytes());
+        // LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p], as Redis 7: walship
+        // has no modules and no ACL categories, so those filters match nothing.
+        let keep: Box<dyn Fn(&str) -> bool> = match args.len() {
+            2 => Box::new(|_| true),
+            5 if args.get(2).eq_ignore_ascii_case(b"FILTERBY") => {
+                let (kind, value) = (args.get(3), args.get(4));
+                if kind.eq_ignore_ascii_case(b"PATTERN") {
+                    Box::new(move |name| super::glob::glob_match(value, name.as_bytes()))
+                } else if kind.eq_ignore_ascii_case(b"MODULE")
+                    || kind.eq_ignore_ascii_case(b"ACLCAT")
+                {
+                    Box::new(|_| false)
+                } else {
+                    return Err(CmdError::Syntax);
+                }
+            }
+            _ => return Err(CmdError::Syntax),
+        };
+        let names: Vec<&str> = COMMANDS
+            .iter()
+            .map(|c| c.name)
+            .filter(|n| keep(n))
+            .collect();
+        ctx.out.array(names.len());
+        for name in names {
+            ctx.out.bulk(name.as_bytes());
         }
     } else if sub.eq_ignore_ascii_case(b"HELP") {
         help_reply(
@@ -104,7 +130,7 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
                 "COUNT",
                 "DOCS",
                 "INFO [<command-name> ...]",
-                "LIST",
+                "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
             ],
         );
     } else {
