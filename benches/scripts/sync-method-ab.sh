@@ -5,9 +5,11 @@
 #   benches/scripts/sync-method-ab.sh [rounds] [clients] [requests] [variants...]
 #
 # A variant is a WAL sync method of the binary this script builds
-# (`fdatasync`, `open_datasync`) or LABEL=PATH, another walship binary on its
+# (`fdatasync`, `open_datasync`), or LABEL=PATH, another walship binary on its
 # default method (e.g. `before=/tmp/walship.old after=target/release/walship`,
-# to A/B a change). Defaults: 5 rounds, 32 clients, 100000 SETs, variants
+# to A/B a change), or LABEL:PRIMARY-FLAGS:STANDBY-FLAGS, the built binary
+# with extra flags for each node (e.g. `nofsync:--fsync never:--fsync never`
+# or `standby-nofsync::--fsync never`). Defaults: 5 rounds, 32 clients, 100000 SETs, variants
 # fdatasync and open_datasync. Each round runs every variant once, on a
 # fresh pair of data directories, in the reverse order of the round before
 # (ABBA), so neither variant always runs first;
@@ -48,7 +50,13 @@ for round in $(seq 1 "$rounds"); do
         for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[$i]}"); done
     fi
     for v in "${order[@]}"; do
-        if [[ $v == *=* ]]; then
+        pextra=() sextra=()
+        if [[ $v == *:* ]]; then
+            IFS=: read -r m pflags sflags <<<"$v"
+            bin=$walship method=()
+            read -r -a pextra <<<"$pflags"
+            read -r -a sextra <<<"$sflags"
+        elif [[ $v == *=* ]]; then
             m=${v%%=*} bin=${v#*=} method=()
         else
             m=$v bin=$walship method=(--wal-sync-method "$v")
@@ -56,13 +64,13 @@ for round in $(seq 1 "$rounds"); do
         dir="$tmp/$round-$m"
         pport=$(free_port)
         "$bin" server --data-dir "$dir/p" --port "$pport" --fsync always "${method[@]}" \
-            --synchronous-standby-names 's1' --synchronous-commit on "${extra[@]}" 2>"$dir.p.log" &
+            --synchronous-standby-names 's1' --synchronous-commit on "${extra[@]}" "${pextra[@]}" 2>"$dir.p.log" &
         ppid=$!
         pids+=("$ppid")
         wait_port "$pport"
         sport=$(free_port)
         "$bin" server --data-dir "$dir/s" --port "$sport" --fsync always "${method[@]}" \
-            --replicate-from "127.0.0.1:$pport" --name s1 "${extra[@]}" 2>"$dir.s.log" &
+            --replicate-from "127.0.0.1:$pport" --name s1 "${extra[@]}" "${sextra[@]}" 2>"$dir.s.log" &
         spid=$!
         pids+=("$spid")
         for _ in $(seq 1 200); do
