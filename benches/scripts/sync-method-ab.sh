@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two or more walship setups side by side: a primary plus one synchronous
-# standby (FIRST 1, synchronous_commit on), both nodes on the same setup.
+# standby (FIRST 1; the defaults `--fsync always` and synchronous_commit on),
+# both nodes on the same setup unless a variant gives per-node flags.
 #
 #   benches/scripts/sync-method-ab.sh [rounds] [clients] [requests] [variants...]
 #
@@ -63,13 +64,13 @@ for round in $(seq 1 "$rounds"); do
         fi
         dir="$tmp/$round-$m"
         pport=$(free_port)
-        "$bin" server --data-dir "$dir/p" --port "$pport" --fsync always "${method[@]}" \
-            --synchronous-standby-names 's1' --synchronous-commit on "${extra[@]}" "${pextra[@]}" 2>"$dir.p.log" &
+        "$bin" server --data-dir "$dir/p" --port "$pport" "${method[@]}" \
+            --synchronous-standby-names 's1' "${extra[@]}" "${pextra[@]}" 2>"$dir.p.log" &
         ppid=$!
         pids+=("$ppid")
         wait_port "$pport"
         sport=$(free_port)
-        "$bin" server --data-dir "$dir/s" --port "$sport" --fsync always "${method[@]}" \
+        "$bin" server --data-dir "$dir/s" --port "$sport" "${method[@]}" \
             --replicate-from "127.0.0.1:$pport" --name s1 "${extra[@]}" "${sextra[@]}" 2>"$dir.s.log" &
         spid=$!
         pids+=("$spid")
