@@ -40,4 +40,4 @@ pub use handle::{EngineHandle, RewindOutcome};
 pub use primary::{Hub, StandbyView, SyncWaitError};
 pub use slots::Slots;
 pub use standby::{Receiver, ReceiverConfig, ReceiverStatus, RewindCounters};
-pub use sync_rule::{SyncStandbyNames, SynchronousCommit};
+pub use sync_rule::{check_standby_name, SyncStandbyNames, SynchronousCommit};

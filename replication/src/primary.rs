@@ -762,6 +762,9 @@ impl Hub {
         if name.is_empty() {
             return Admission::Refuse("a standby must have a name (--name)".into());
         }
+        if let Err(e) = crate::sync_rule::check_standby_name(name) {
+            return Admission::Refuse(e);
+        }
         if let Some(epoch) = self.fenced_by() {
             return Admission::Refuse(format!(
                 "this node learned of epoch {epoch}, newer than its own epoch {}: it is no longer the primary",

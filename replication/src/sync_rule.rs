@@ -22,12 +22,38 @@
 //! - Unquoted names may contain any character other than white space,
 //!   `,`, `(`, `)`, `"` and `*` (so `standby-1` needs no quotes);
 //!   PostgreSQL allows only identifier characters.
-//! - Two streaming standbys with the same name count once: the one with the
-//!   highest LSN stands for the name. PostgreSQL counts each connection,
-//!   which lets a stale connection and a fresh one from the same standby
-//!   satisfy `ANY 2` on their own.
+//! - A name is held by one standby connection at a time (a second standby
+//!   under a name in use is refused at admission), so each name counts
+//!   once. Should two entries with one name ever be evaluated, the one with
+//!   the highest LSN stands for it.
 
 use std::collections::HashMap;
+
+/// Longest standby name accepted.
+pub const MAX_STANDBY_NAME_BYTES: usize = 64;
+
+/// Checks a standby's name (`--name`, and the name in a standby's Hello):
+/// 1 to 64 ASCII letters, digits, `_`, `-` and `.`, so it can be written
+/// unquoted in `synchronous_standby_names` and appear as-is in INFO lines,
+/// metrics labels and slot file names. PostgreSQL limits slot names
+/// likewise (`[a-z0-9_]`).
+pub fn check_standby_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_STANDBY_NAME_BYTES {
+        return Err(format!(
+            "a standby name must be 1 to {MAX_STANDBY_NAME_BYTES} characters, got {} bytes",
+            name.len()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        Some(c) => Err(format!(
+            "a standby name may hold only ASCII letters, digits, '_', '-' and '.', not {c:?} (in {name:?})"
+        )),
+        None => Ok(()),
+    }
+}
 use std::fmt;
 use std::str::FromStr;
 
@@ -838,4 +864,30 @@ impl Parser {
 
 fn is_number(word: &str) -> bool {
     !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::check_standby_name;
+
+    #[test]
+    fn standby_names_are_identifier_like() {
+        for good in ["s1", "standby-1", "db_2.east", "A"] {
+            assert_eq!(check_standby_name(good), Ok(()), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            "a b",
+            "a\nb",
+            "a\"b",
+            "a,b",
+            "a(b)",
+            "*",
+            "é",
+            long.as_str(),
+        ] {
+            assert!(check_standby_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

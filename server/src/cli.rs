@@ -48,11 +48,18 @@ pub struct PromoteArgs {
 /// Sends `REPLICAOF NO ONE` and prints the reply (the epoch and LSN of the takeover).
 fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
     use std::io::{BufRead, BufReader, Write};
+    use std::net::ToSocketAddrs;
     use std::time::Duration;
     let addr = format!("{}:{}", args.host, args.port);
-    let stream = std::net::TcpStream::connect(&addr)
+    let sockaddr = addr
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to no address"))?;
+    let stream = std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(5))
         .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    // A promotion waits up to 10 s for the WAL receiver to stop.
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut command = |parts: &[&str]| -> anyhow::Result<String> {
@@ -62,17 +69,28 @@ fn promote(args: &PromoteArgs) -> anyhow::Result<()> {
         }
         writer.write_all(out.as_bytes())?;
         let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end().to_string();
-        match line.strip_prefix('-') {
-            Some(err) => anyhow::bail!("{addr}: {err}"),
-            None => Ok(line.trim_start_matches('+').to_string()),
+        reader
+            .read_line(&mut line)
+            .map_err(|e| anyhow::anyhow!("{addr}: no reply: {e}"))?;
+        let line = line.trim_end();
+        if let Some(err) = line.strip_prefix('-') {
+            anyhow::bail!("{addr}: {err}");
+        }
+        match line.strip_prefix('+') {
+            Some(ok) => Ok(ok.to_string()),
+            None if line.is_empty() => {
+                anyhow::bail!("{addr}: the connection closed without a reply")
+            }
+            None => anyhow::bail!("{addr} is not a walship server: it replied {line:?}"),
         }
     };
     if let Some(p) = &args.password {
         command(&["AUTH", p])?;
     }
     let reply = command(&["REPLICAOF", "NO", "ONE"])?;
+    if !reply.starts_with("OK") {
+        anyhow::bail!("{addr}: unexpected reply to REPLICAOF NO ONE: {reply:?}");
+    }
     println!("{addr}: {reply}");
     Ok(())
 }

@@ -476,9 +476,8 @@ impl ServerConfig {
     fn validate(&self) -> anyhow::Result<()> {
         SyncStandbyNames::parse(&self.synchronous_standby_names)
             .map_err(|e| anyhow::anyhow!("synchronous_standby_names: {e}"))?;
-        if self.name.is_empty() || self.name.len() > 1024 {
-            bail!("name must be 1 to 1024 bytes");
-        }
+        walship_replication::check_standby_name(&self.name)
+            .map_err(|e| anyhow::anyhow!("name: {e}"))?;
         if let Some(p) = &self.replicate_from {
             if !p.contains(':') {
                 bail!("replicate-from must be HOST:PORT, got '{p}'");

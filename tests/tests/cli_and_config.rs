@@ -143,3 +143,60 @@ fn port_already_in_use_is_refused() {
     );
     drop(listener);
 }
+
+/// `walship promote` exits 0 only when the node answered the promotion with
+/// OK: a port that is not a walship server (a typo for the admin port, say)
+/// or a connection closed without a reply is a failure a failover script
+/// sees in the exit status.
+#[test]
+fn promote_fails_unless_the_node_says_ok() {
+    use std::io::{Read, Write};
+    let promote = |port: u16| {
+        let mut command = Command::new(walship_bin());
+        command.args(["promote", "--port", &port.to_string()]);
+        process::try_run(command, b"", REFUSAL_TIMEOUT).expect("walship promote finished")
+    };
+    for answer in [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], b""] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut con, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = con.read(&mut buf);
+            con.write_all(answer).unwrap();
+        });
+        let out = promote(port);
+        server.join().unwrap();
+        assert!(
+            !out.status.success(),
+            "promote against a peer answering {answer:?} exited 0:\n{}",
+            out.combined()
+        );
+        assert!(
+            out.combined().contains("not a walship server")
+                || out.combined().contains("without a reply"),
+            "{}",
+            out.combined()
+        );
+    }
+    // A primary is already one: OK, exit 0.
+    let primary = TestServer::start().unwrap();
+    let out = promote(primary.port());
+    assert!(out.status.success(), "{}", out.combined());
+    assert!(
+        out.combined().contains("OK Already a primary"),
+        "{}",
+        out.combined()
+    );
+}
+
+/// A node's name is written unquoted in synchronous_standby_names, INFO
+/// lines, metrics labels and slot file names: only ASCII letters, digits,
+/// `_`, `-` and `.` are accepted.
+#[test]
+fn names_with_other_characters_are_refused() {
+    for bad in ["new\nline", "sp ace", "we\"ird", "a,b", ""] {
+        let out = refused(&["--name", bad]);
+        assert!(out.contains("standby name"), "--name {bad:?}: {out}");
+    }
+}
