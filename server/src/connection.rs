@@ -31,15 +31,29 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 struct Registration {
     shared: Arc<Shared>,
     id: u64,
+    /// Counted in `connected` (against max-clients); a replication stream
+    /// is not, as PostgreSQL keeps walsenders out of `max_connections`.
+    counted: bool,
+}
+
+impl Registration {
+    /// The connection became a replication stream: it no longer takes one
+    /// of the max-clients slots (standbys must never lock clients out, nor
+    /// clients standbys).
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.shared
+                .clients
+                .connected
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shared.clients.unregister(self.id);
-        self.shared
-            .clients
-            .connected
-            .fetch_sub(1, Ordering::Relaxed);
+        self.uncount();
     }
 }
 
@@ -94,9 +108,10 @@ pub async fn serve(
     info: Arc<ClientInfo>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<ReplicationStream> {
-    let registration = Registration {
+    let mut registration = Registration {
         shared: shared.clone(),
         id: info.id,
+        counted: true,
     };
     let id = info.id;
     let addr = info.addr;
@@ -125,6 +140,7 @@ pub async fn serve(
         }
     }
     let port = conn.client.replicate.take()?;
+    registration.uncount();
     let Connection { stream, rbuf, .. } = conn;
     Some(ReplicationStream {
         _registration: registration,

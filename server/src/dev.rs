@@ -33,16 +33,55 @@ struct Node {
     child: Child,
 }
 
+/// Starts one node, appending to its log (a later run does not wipe an
+/// earlier one's). The node runs in a process group of its own, so the
+/// terminal's Ctrl-C reaches only `walship dev`, which stops each node with
+/// one SIGTERM (a node that got both would take the second as "exit now"),
+/// and it gets SIGTERM if `walship dev` itself dies.
 fn spawn(exe: &PathBuf, args: &[String], log: PathBuf) -> anyhow::Result<Child> {
-    let log_file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    Command::new(exe)
+    use std::os::unix::process::CommandExt;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut command = Command::new(exe);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; it only sets this child's
+    // parent-death signal.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))
+}
+
+/// Refuses to start when a port the nodes need is out of range or taken
+/// (another `walship dev`, say): otherwise a node would fail after the
+/// table of ports was printed, or its port would answer for another cluster.
+fn check_ports(args: &DevArgs) -> anyhow::Result<()> {
+    for base in [args.port, args.admin_port] {
+        for i in 0..=args.standbys {
+            let Some(port) = base.checked_add(i) else {
+                bail!("port {base} + {i} is past 65535: choose lower --port / --admin-port");
+            };
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                bail!("port {port} is not free ({e}): is another walship dev or server running? Stop it, or choose --port / --admin-port");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn wait_ready(
@@ -75,6 +114,19 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.standbys == 0 || args.standbys > 9 {
         bail!("--standbys must be between 1 and 9");
     }
+    check_ports(&args)?;
+    // Signals are caught from here on: a Ctrl-C while the nodes start is
+    // noticed once they are up, and stops them all cleanly.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
     let exe = std::env::current_exe().context("finding the walship binary")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -169,7 +221,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             "Logs: {}/<node>.log. Ctrl-C stops everything.",
             args.data_dir.display()
         );
-        wait_for_signal_or_exit(&mut nodes)
+        wait_for_signal_or_exit(&rt, signals, &mut nodes)
     })();
     for n in nodes.iter_mut().rev() {
         // SIGTERM: each node finishes in-flight requests and makes everything durable.
@@ -183,17 +235,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-fn wait_for_signal_or_exit(nodes: &mut [Node]) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+fn wait_for_signal_or_exit(
+    rt: &tokio::runtime::Runtime,
+    (mut int, mut term): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    nodes: &mut [Node],
+) -> anyhow::Result<()> {
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = tick.tick() => {
                     for n in nodes.iter_mut() {

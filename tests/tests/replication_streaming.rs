@@ -829,3 +829,34 @@ fn a_damaged_newest_checkpoint_is_not_sent_but_replaced() {
         "the damaged checkpoint was replaced by a new one"
     );
 }
+
+/// Replication streams do not take max-clients slots (PostgreSQL keeps
+/// walsenders out of `max_connections`): with one standby connected and
+/// `maxclients` set to 1, a client still gets in. Before, the stream
+/// counted, and the same setting locked every client out until a restart.
+#[test]
+fn standbys_do_not_count_against_max_clients() {
+    let primary = start_primary(&[]);
+    let s1 = start_standby(&primary, "s1", &[]);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        primary.raw().command(&["CONFIG", "SET", "maxclients", "1"]),
+        Reply::Simple("OK".into())
+    );
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || primary.raw().command(&["PING"]) == Reply::Simple("PONG".into()),
+        || format!("a client never got in:\n{}", primary.log_tail()),
+    );
+    let mut con = primary.raw();
+    assert_eq!(
+        con.command(&["CONFIG", "SET", "maxclients", "100"]),
+        Reply::Simple("OK".into())
+    );
+    set(&primary, "k", "v");
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        s1.raw().command(&["GET", "k"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+}
