@@ -27,7 +27,20 @@ fn four_free_ports() -> u16 {
     }
 }
 
-fn command(port: u16) -> Reply {
+/// Stops `walship dev` (its nodes get SIGTERM when it dies) however the
+/// test ends; a no-op once it exited.
+struct StopOnDrop(libc::pid_t);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this test created.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
+}
+
+fn ping(port: u16) -> Reply {
     match RawConn::connect(port) {
         Ok(mut con) => con.command(&["PING"]),
         Err(e) => Reply::Error(e.to_string()),
@@ -56,11 +69,12 @@ fn dev_runs_four_nodes_and_ctrl_c_stops_them_cleanly() {
         .process_group(0);
     let mut dev = dev.spawn().expect("starting walship dev");
     let pgid = dev.id() as libc::pid_t;
+    let _stop = StopOnDrop(pgid);
 
     for i in 0..4 {
         wait_until(
             CONVERGE_TIMEOUT,
-            || command(port + i) == Reply::Simple("PONG".into()),
+            || ping(port + i) == Reply::Simple("PONG".into()),
             || {
                 format!(
                     "{} never answered PING on port {}",
