@@ -12,13 +12,13 @@ use clap::Args;
 /// Settings of `walship dev`.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
-    /// Directory holding every node's data [default: ./walship-dev]
+    /// Directory holding every node's data
     #[arg(long, value_name = "DIR", default_value = "walship-dev")]
     pub data_dir: PathBuf,
-    /// Client port of the primary; standbys take the next three [default: 7379]
+    /// Client port of the primary; standbys take the next three
     #[arg(long, default_value_t = 7379)]
     pub port: u16,
-    /// Admin HTTP port of the primary; standbys take the next three [default: 9379]
+    /// Admin HTTP port of the primary; standbys take the next three
     #[arg(long, default_value_t = 9379)]
     pub admin_port: u16,
     /// Number of standbys (standby1 is synchronous, the rest asynchronous)
