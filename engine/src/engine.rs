@@ -469,7 +469,7 @@ impl Engine {
     }
 
     /// Starts a new epoch (a promotion): logs an EpochChange record for
-    /// `current + 1`. Returns the new epoch and the record's start and end
+    /// a number above the current one (see [`epoch_step`]). Returns the new epoch and the record's start and end
     /// LSN; await [`Engine::wait_durable`] on the end LSN.
     pub fn begin_epoch(&self) -> Result<(u64, Lsn, Lsn), WriteError> {
         self.begin_epoch_above(0)
@@ -479,7 +479,7 @@ impl Engine {
     /// newer epoch this node heard of but never saw).
     pub fn begin_epoch_above(&self, floor: u64) -> Result<(u64, Lsn, Lsn), WriteError> {
         let (end, epoch) = self.transact(|_| {
-            let next = self.epoch().max(floor) + 1;
+            let next = self.epoch().max(floor) + epoch_step();
             (Some(Mutation::EpochChange { epoch: next }), next)
         })?;
         let end = end.expect("an epoch change was logged");
@@ -1029,6 +1029,23 @@ impl Engine {
     pub fn fsync_policy(&self) -> FsyncPolicy {
         self.inner.cfg.fsync
     }
+}
+
+/// How far above the highest epoch seen a new epoch goes: 1 plus a random
+/// gap below 2^16. Two nodes that start an epoch from the same history at
+/// the same LSN (a promoted standby, and its old primary restarted as a
+/// primary; or two standbys promoted at once) then take different numbers
+/// (but for a 1 in 65,536 chance), so their histories never pass as one:
+/// replication decides where histories part on (epoch, start LSN) pairs
+/// alone. With `+ 1` both took the same number, and a standby holding the
+/// other history's records could stream on or rewind short. Epochs still
+/// only grow: the newer history keeps the higher number.
+fn epoch_step() -> u64 {
+    use std::hash::BuildHasher;
+    const GAP: u64 = 1 << 16;
+    let random =
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    1 + random % GAP
 }
 
 impl Drop for Inner {

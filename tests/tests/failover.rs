@@ -321,3 +321,45 @@ fn slots_are_dropped_by_dropslot_and_when_a_primary_becomes_a_standby() {
     );
     assert_same_keyspace(&s1, &old);
 }
+
+/// An operator's split brain: the standby is promoted while its primary is
+/// down, then the old primary is restarted *as a primary*. Both start a new
+/// epoch from the same history at the same LSN, and each takes a write. The
+/// two epochs must get different numbers, so that when one node is made to
+/// follow the other the fork is found at the epoch start and the follower
+/// ends with exactly the leader's data. (With `epoch + 1` both took the same
+/// number: the follower, holding more WAL, was rewound only to the leader's
+/// end, kept its own bytes before it and never got the leader's write.)
+#[test]
+fn a_promotion_and_a_restart_from_the_same_history_take_different_epochs() {
+    let mut old = start_primary(&[]);
+    let s1 = start_standby(&old, "s1", &[]);
+    write_batch(&old, "a", 10);
+    wait_caught_up(&old, &[&s1]);
+    let _ = old.terminate();
+    promote(&s1);
+    set(&s1, "only-on-s1", &"x".repeat(2000));
+    old.restart()
+        .expect("restarting the old primary as a primary");
+    set(&old, "only-on-old", "y");
+    let (e_old, e_s1) = (
+        info(&old).num("walship_epoch"),
+        info(&s1).num("walship_epoch"),
+    );
+    assert_ne!(e_old, e_s1, "both new epochs got the same number");
+    // The higher epoch leads; the other follows it and is rewound.
+    let (leader, follower) = if e_old > e_s1 {
+        (&old, &s1)
+    } else {
+        (&s1, &old)
+    };
+    follow(follower, leader);
+    wait_caught_up(leader, &[follower]);
+    assert_same_keyspace(leader, follower);
+    let lost = if e_old > e_s1 {
+        "only-on-s1"
+    } else {
+        "only-on-old"
+    };
+    assert_eq!(follower.raw().command(&["GET", lost]), Reply::Bulk(None));
+}
