@@ -96,7 +96,7 @@ pub struct Connection {
 
 /// Serves one client until it disconnects, misbehaves, or the server shuts
 /// down. `connected` must already count this client; it is decremented here
-/// (for a replication stream, when the stream ends).
+/// (for a replication stream, as soon as it becomes one).
 ///
 /// A client that asked to become a standby's replication stream
 /// (`WALSHIP STREAM`) is handed back as a [`ReplicationStream`]: a shutdown
