@@ -479,8 +479,19 @@ impl ServerConfig {
         walship_replication::check_standby_name(&self.name)
             .map_err(|e| anyhow::anyhow!("name: {e}"))?;
         if let Some(p) = &self.replicate_from {
-            if !p.contains(':') {
+            let Some((host, port)) = p.rsplit_once(':') else {
                 bail!("replicate-from must be HOST:PORT, got '{p}'");
+            };
+            let bind = self
+                .bind
+                .parse()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            if port.parse() == Ok(self.port)
+                && crate::replication::is_own_address(host, self.port, bind)
+            {
+                bail!(
+                    "replicate-from {p} is this node itself: a node cannot replicate from itself"
+                );
             }
         }
         if self.max_clients == 0 {

@@ -303,6 +303,17 @@ impl Replication {
     }
 }
 
+/// Whether `host:port` names this node, `port` being its own client port:
+/// `host` resolves to a loopback or unspecified address, or to `local` (the
+/// address a client reached it at, or the one it binds). Resolved only
+/// when the port is this node's, so naming another host costs no lookup.
+pub fn is_own_address(host: &str, port: u16, local: std::net::IpAddr) -> bool {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| a.ip().is_loopback() || a.ip().is_unspecified() || a.ip() == local)
+    })
+}
+
 /// Waits (up to 10 s) until `receiver` reports that it stopped; false if it
 /// did not.
 async fn wait_stopped(receiver: &Receiver) -> bool {

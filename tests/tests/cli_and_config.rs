@@ -200,3 +200,28 @@ fn names_with_other_characters_are_refused() {
         assert!(out.contains("standby name"), "--name {bad:?}: {out}");
     }
 }
+
+/// `--replicate-from` naming the node's own port is refused at startup
+/// (it used to retry replicating from itself for ever).
+#[test]
+fn replicating_from_itself_is_refused() {
+    for host in ["127.0.0.1", "localhost"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().to_string();
+        let mut command = Command::new(walship_bin());
+        command
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--port",
+                &port,
+                "--replicate-from",
+                &format!("{host}:{port}"),
+            ]);
+        let out = process::try_run(command, b"", REFUSAL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("walship replicating from itself kept running:\n{e}"));
+        assert!(!out.status.success(), "{}", out.combined());
+        assert!(out.combined().contains("itself"), "{}", out.combined());
+    }
+}

@@ -204,7 +204,9 @@ pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let host = String::from_utf8_lossy(host).to_string();
     let target = format!("{host}:{port}");
     let own_port = ctx.shared.port.load(std::sync::atomic::Ordering::Relaxed) as u16;
-    if port == own_port && is_own_address(&host, port, ctx.client.info.laddr.ip()) {
+    if port == own_port
+        && crate::replication::is_own_address(&host, port, ctx.client.info.laddr.ip())
+    {
         return Err(CmdError::msg(format!(
             "ERR {target} is this node itself: a node cannot replicate from itself"
         )));
@@ -221,17 +223,6 @@ pub fn replicaof(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         .map_err(|e| CmdError::msg(format!("ERR {e}")))?;
     ctx.out.ok();
     Ok(())
-}
-
-/// Whether `host` (on this node's own port) names this node: a loopback or
-/// unspecified address, or the address this client reached it at. Only
-/// resolved when the port is this node's, so REPLICAOF of another host does
-/// no extra lookup.
-fn is_own_address(host: &str, port: u16, local: std::net::IpAddr) -> bool {
-    use std::net::ToSocketAddrs;
-    (host, port).to_socket_addrs().is_ok_and(|mut addrs| {
-        addrs.any(|a| a.ip().is_loopback() || a.ip().is_unspecified() || a.ip() == local)
-    })
 }
 
 /// ROLE, as Redis answers it.
