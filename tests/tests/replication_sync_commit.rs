@@ -341,6 +341,8 @@ fn wait_counts_standbys_that_flushed() {
     assert_eq!(con.command(&["WAIT", "2", "300"]), Reply::Integer(1));
     resume(&s2);
     assert_eq!(con.command(&["WAIT", "2", "10000"]), Reply::Integer(2));
+    // A negative count asks for nothing (as Redis): the count, at once.
+    assert_eq!(con.command(&["WAIT", "-1", "0"]), Reply::Integer(2));
 }
 
 /// `synchronous_standby_names`, `synchronous_commit` and

@@ -145,7 +145,9 @@ fn replicas(ctx: &mut Ctx<'_>) {
 
 /// `WAIT numreplicas timeout`: how many standbys fsynced this connection's last write.
 pub fn wait(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    let replicas = usize::try_from(parse_int(args.get(1))?).map_err(|_| CmdError::NotInteger)?;
+    // A negative count asks for nothing, as in Redis: the reply is at once.
+    let replicas =
+        usize::try_from(parse_int(args.get(1))?.max(0)).map_err(|_| CmdError::NotInteger)?;
     let timeout_ms = u64::try_from(parse_int(args.get(2))?)
         .map_err(|_| CmdError::msg("ERR timeout is negative"))?;
     if ctx.shared.replication.is_standby() {
