@@ -299,8 +299,26 @@ impl Replication {
         self.hub
             .wait_confirmed(lsn, level, timeout)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                local_state_said_plainly(e.to_string(), self.store.handle().load().fsync_policy())
+            })
     }
+}
+
+/// A synchronous wait's error says the write "is durable locally", true
+/// under `--fsync always` (the write's own fsync is awaited beside it); under
+/// `interval` and `never` the write is only in the OS's hands here, and the
+/// error says so.
+fn local_state_said_plainly(message: String, policy: walship_engine::FsyncPolicy) -> String {
+    use walship_engine::FsyncPolicy;
+    if policy == FsyncPolicy::Always {
+        return message;
+    }
+    message.replacen(
+        "is durable locally (LSN ",
+        &format!("is stored locally, not necessarily fsynced (--fsync {policy}; LSN "),
+        1,
+    )
 }
 
 /// Whether `host:port` names this node, `port` being its own client port:
@@ -325,4 +343,26 @@ async fn wait_stopped(receiver: &Receiver) -> bool {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_state_said_plainly;
+    use walship_engine::FsyncPolicy;
+
+    #[test]
+    fn a_sync_wait_error_says_what_the_fsync_policy_made_of_the_write() {
+        let e = "write is durable locally (LSN 59) but was not confirmed".to_string();
+        assert_eq!(local_state_said_plainly(e.clone(), FsyncPolicy::Always), e);
+        let never = local_state_said_plainly(e.clone(), FsyncPolicy::Never);
+        assert_eq!(
+            never,
+            "write is stored locally, not necessarily fsynced (--fsync never; LSN 59) but was not confirmed"
+        );
+        let interval = local_state_said_plainly(e, FsyncPolicy::IntervalMs(200));
+        assert!(
+            interval.contains("(--fsync interval:200; LSN 59)") && !interval.contains("durable"),
+            "{interval}"
+        );
+    }
 }
