@@ -640,7 +640,7 @@ fn command_replies_keep_redis_cli_happy() {
         info.starts_with("*2\r\n*10\r\n$3\r\nget\r\n:2\r\n"),
         "{info}"
     );
-    assert!(info.ends_with("*-1\r\n"), "{info}");
+    assert!(info.ends_with("$-1\r\n"), "{info}");
     assert!(t
         .cmd(&["COMMAND"])
         .starts_with(&format!("*{}\r\n", COMMANDS.len())));

@@ -85,7 +85,8 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             for name in args.iter().skip(2) {
                 match super::lookup(name) {
                     Some(i) => write_command_info(ctx.out, i),
-                    None => ctx.out.null_array(),
+                    // As Redis: a null bulk string (`$-1` in RESP2).
+                    None => ctx.out.optional_bulk(None),
                 }
             }
         }
