@@ -502,7 +502,50 @@ impl Connection {
             .info
             .output_buffer_bytes
             .store(self.out.len() as u64, Ordering::Relaxed);
-        self.stream.write_all(self.out.as_bytes()).await?;
+        let query_limit = self
+            .shared
+            .runtime
+            .client_query_buffer_limit_bytes
+            .load(Ordering::Relaxed);
+        let Connection {
+            stream,
+            rbuf,
+            out,
+            shared,
+            ..
+        } = self;
+        let bytes = out.as_bytes();
+        // The socket almost always takes the whole batch at once.
+        let mut written = match stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        // Otherwise keep taking the client's input (up to the query buffer
+        // limit) while waiting to write, as Redis does: a client that sends a
+        // long pipeline before it reads any reply would otherwise block on
+        // its send while this side blocks on its write, for ever. What is
+        // read here is executed once these replies are out.
+        let mut input_open = true;
+        while written < bytes.len() {
+            let can_read = input_open && (rbuf.len() as u64) < query_limit;
+            let (mut rd, mut wr) = stream.split();
+            tokio::select! {
+                r = wr.write(&bytes[written..]) => match r? {
+                    0 => return Err(io::ErrorKind::WriteZero.into()),
+                    n => written += n,
+                },
+                r = rd.read_buf(rbuf), if can_read => match r? {
+                    0 => input_open = false,
+                    n => {
+                        shared
+                            .metrics
+                            .net_input_bytes
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                },
+            }
+        }
         self.shared
             .metrics
             .net_output_bytes

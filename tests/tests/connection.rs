@@ -466,3 +466,52 @@ fn unbalanced_quotes_in_inline_command_are_a_protocol_error() {
         .expect("connection closed after a protocol error");
     assert_eq!(server.raw().command(&["GET", "k"]), bulk("v"));
 }
+
+/// A client that sends a long pipeline before it reads any reply (as
+/// redis-py's pipeline does) gets every reply: the server keeps taking its
+/// input while its replies wait to be read, as Redis does. Before, the
+/// server stopped reading once a write blocked, the client's send blocked
+/// in turn, and both waited for ever (here: the sender's 60 s timeout).
+#[test]
+fn a_client_that_sends_everything_before_reading_gets_every_reply() {
+    use std::io::{Read, Write};
+    const GETS: usize = 400_000;
+    let server = server();
+    let value = "v".repeat(100);
+    assert_eq!(server.raw().command(&["SET", "k", &value]), ok());
+    let stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut sender = stream.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        let request = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".repeat(1000);
+        for _ in 0..GETS / 1000 {
+            sender.write_all(&request)?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    // Nothing is read until everything is sent.
+    send.join()
+        .unwrap()
+        .expect("sending the whole pipeline before reading any reply");
+    let reply = format!("${}\r\n{value}\r\n", value.len());
+    let expected = reply.len() * GETS;
+    let mut got = Vec::with_capacity(expected);
+    let mut reader = stream;
+    let mut chunk = vec![0u8; 1 << 20];
+    while got.len() < expected {
+        let n = reader.read(&mut chunk).expect("reading the replies");
+        assert!(
+            n > 0,
+            "connection closed after {} of {expected} bytes",
+            got.len()
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(got.len(), expected);
+    assert!(got.chunks(reply.len()).all(|c| c == reply.as_bytes()));
+}
