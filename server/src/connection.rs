@@ -299,8 +299,14 @@ impl Connection {
                 }
                 Ok(Parsed::Empty { consumed }) => self.rbuf.advance(consumed),
                 Ok(Parsed::Incomplete) => {
+                    let unparsed = self.rbuf.len();
                     self.flush().await?;
-                    return Ok(Next::Read);
+                    if self.rbuf.len() == unparsed {
+                        return Ok(Next::Read);
+                    }
+                    // More input came in while the replies were written
+                    // (see `write_out`): the client may be waiting for its
+                    // replies before it sends anything else, so parse it now.
                 }
                 Err(e) => {
                     tracing::debug!(client = self.client.info.id, error = %e, "closing client after protocol error");
