@@ -209,6 +209,12 @@ pub fn keyspace(server: &TestServer) -> BTreeMap<Vec<u8>, Vec<u8>> {
     dump(&mut con)
 }
 
+/// Asserts that two nodes hold the same keys and values, showing how they differ if not.
+pub fn assert_same_keyspace(a: &TestServer, b: &TestServer) {
+    let (ka, kb) = (keyspace(a), keyspace(b));
+    assert!(ka == kb, "{}", keyspace_diff(&ka, &kb));
+}
+
 /// A short, printable description of how two keyspaces differ.
 pub fn keyspace_diff(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -> String {
     let mut out = format!("{} keys vs {} keys", a.len(), b.len());

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use walship_tests::cluster::{
-    info, keyspace, keyspace_diff, start_primary, start_standby, wait_caught_up, wait_streaming,
-    Pending,
+    assert_same_keyspace, info, keyspace, start_primary, start_standby, wait_caught_up,
+    wait_streaming, Pending,
 };
 use walship_tests::resp::Reply;
 use walship_tests::TestServer;
@@ -64,11 +64,6 @@ fn rewound_files(node: &TestServer) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(&dir)
         .map(|d| d.map(|e| e.expect("dir entry").path()).collect())
         .unwrap_or_default()
-}
-
-fn assert_same_keyspace(a: &TestServer, b: &TestServer) {
-    let (ka, kb) = (keyspace(a), keyspace(b));
-    assert!(ka == kb, "{}", keyspace_diff(&ka, &kb));
 }
 
 fn assert_no_key_with_prefix(node: &TestServer, prefix: &str) {

@@ -9,8 +9,8 @@ use std::thread;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use walship_tests::cluster::{
-    info, keyspace, keyspace_diff, start_primary, start_standby, wait_caught_up, wait_streaming,
-    wait_until, CONVERGE_TIMEOUT,
+    assert_same_keyspace, info, keyspace, keyspace_diff, start_primary, start_standby,
+    wait_caught_up, wait_streaming, wait_until, CONVERGE_TIMEOUT,
 };
 use walship_tests::resp::Reply;
 use walship_tests::seed::seed;
@@ -326,12 +326,7 @@ fn a_standby_with_a_smaller_value_limit_still_replicates_larger_values() {
     set(&primary, "big", &big);
     set(&primary, "after", "1");
     wait_caught_up(&primary, &[&s1]);
-    let (on_primary, on_standby) = (keyspace(&primary), keyspace(&s1));
-    assert!(
-        on_primary == on_standby,
-        "{}",
-        keyspace_diff(&on_primary, &on_standby)
-    );
+    assert_same_keyspace(&primary, &s1);
     assert_eq!(
         s1.raw().command(&["GET", "big"]),
         Reply::Bulk(Some(big.into_bytes()))
@@ -369,13 +364,8 @@ fn sigterm_does_not_wait_for_replication_streams() {
     primary.restart().expect("restart the primary");
     write_batch(&primary, "after", 50, 10);
     wait_caught_up(&primary, &[&s1]);
-    let (on_primary, on_standby) = (keyspace(&primary), keyspace(&s1));
-    assert!(
-        on_primary == on_standby,
-        "{}",
-        keyspace_diff(&on_primary, &on_standby)
-    );
-    assert_eq!(on_primary.len(), 100);
+    assert_same_keyspace(&primary, &s1);
+    assert_eq!(keyspace(&primary).len(), 100);
 }
 
 /// A standby started on an empty data directory while its primary is down
