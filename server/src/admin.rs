@@ -16,40 +16,104 @@ use crate::replication::Role;
 use crate::state::Shared;
 
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once; more wait in the accept queue.
+/// How long a whole exchange may take, from accept to the last byte sent.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin connections served at once. At the cap, a new connection closes the
+/// oldest one that has not yet sent its request, so idle or slow connections
+/// cannot keep a health check waiting; only when every connection is busy
+/// answering does a new one wait in the accept queue.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// One admin connection in progress, as the accept loop sees it.
+struct Slot {
+    id: u64,
+    /// Set once the connection's request has been read.
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Tells the connection's task to close.
+    close: Arc<tokio::sync::Notify>,
+}
+
+/// The admin connections in progress, oldest first.
+#[derive(Default)]
+struct Slots(std::sync::Mutex<std::collections::VecDeque<Slot>>);
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Slot>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the oldest connection still waiting for its request; false if
+    /// every connection is busy.
+    fn close_oldest_idle(&self) -> bool {
+        let mut slots = self.lock();
+        let Some(i) = slots.iter().position(|s| !s.busy.load(Ordering::Acquire)) else {
+            return false;
+        };
+        let slot = slots.remove(i).expect("index in range");
+        slot.close.notify_one();
+        true
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|s| s.id != id);
+    }
+}
 
 /// Serves admin requests until the server shuts down.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let slots = Arc::new(Slots::default());
     let mut shutdown = shared.shutdown_signal();
+    let mut next_id = 0u64;
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(&shared, stream)).await;
-                    drop(permit);
-                });
-            }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                slots.close_oldest_idle();
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        next_id += 1;
+        let id = next_id;
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let close = Arc::new(tokio::sync::Notify::new());
+        slots.lock().push_back(Slot {
+            id,
+            busy: busy.clone(),
+            close: close.clone(),
+        });
+        let (shared, slots) = (shared.clone(), slots.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(&shared, stream, &busy)) => {}
+                _ = close.notified() => {}
+            }
+            slots.remove(id);
+            drop(permit);
+        });
     }
 }
 
-async fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
+async fn handle(
+    shared: &Shared,
+    mut stream: TcpStream,
+    busy: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -65,6 +129,7 @@ async fn handle(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
             return respond(&mut stream, 431, "text/plain", "request header too large\n").await;
         }
     }
+    busy.store(true, Ordering::Release);
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let line = String::from_utf8_lossy(&buf[..line_end]);
     let mut parts = line.split_whitespace();

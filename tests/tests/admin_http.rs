@@ -233,3 +233,36 @@ fn admin_port_survives_garbage_requests() {
     let pong: String = redis::cmd("PING").query(&mut server.connection()).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// Connections that never send a request (a port scanner, a load balancer's
+/// idle pool) must not keep a health check waiting: at the connection cap
+/// the oldest idle one is closed for the newcomer, and the rest stay open.
+#[test]
+fn idle_admin_connections_do_not_starve_a_health_check() {
+    use std::io::Read;
+    const IDLE: usize = 100;
+    let server = TestServer::start().expect("start walship");
+    let idle: Vec<std::net::TcpStream> = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", server.admin_port())).unwrap())
+        .collect();
+    let response = http::get(server.admin_port(), "/health").expect("GET /health");
+    assert_eq!(response.status, 200, "{response:?}");
+    // Served by closing idle ones, not by waiting for them to time out: the
+    // newest idle connections are still open.
+    let open = idle
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            matches!(
+                (&**stream).read(&mut byte),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            )
+        })
+        .count();
+    assert!(
+        open >= 60,
+        "only {open} of {IDLE} idle admin connections still open: \
+         the health check waited for idle connections to time out"
+    );
+}
