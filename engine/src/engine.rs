@@ -146,6 +146,9 @@ pub struct EngineStats {
     pub last_checkpoint_ms: u64,
     /// Redo LSN of the newest checkpoint.
     pub last_checkpoint_lsn: Lsn,
+    /// Records applied after the newest checkpoint's redo point (recovered,
+    /// written or replicated): Redis's `rdb_changes_since_last_save`.
+    pub changes_since_checkpoint: u64,
     /// Keys in the memtable.
     pub keys: u64,
     /// Bytes of keys and values.
@@ -170,6 +173,10 @@ struct Inner {
     checkpoint_ms_total: AtomicU64,
     last_checkpoint_ms: AtomicU64,
     last_checkpoint_lsn: AtomicU64,
+    /// Records applied since open (recovered ones included).
+    changes: AtomicU64,
+    /// [`Inner::changes`] at the newest checkpoint's redo point.
+    changes_at_checkpoint: AtomicU64,
     /// Non-zero after a base backup: the LSN the WAL must reach before the state is consistent.
     consistent_at: AtomicU64,
     recovery: RecoveryInfo,
@@ -372,6 +379,8 @@ impl Engine {
             checkpoint_ms_total: AtomicU64::new(0),
             last_checkpoint_ms: AtomicU64::new(0),
             last_checkpoint_lsn: AtomicU64::new(last_checkpoint_lsn),
+            changes: AtomicU64::new(recovered.records),
+            changes_at_checkpoint: AtomicU64::new(0),
             consistent_at: AtomicU64::new(consistent_at.unwrap_or(0)),
             recovery,
             stop: Mutex::new(false),
@@ -456,6 +465,7 @@ impl Engine {
         if apply_to(&mut w, &inner.epoch, &mut inner.epochs.lock(), lsn, &m) {
             self.store_epochs();
         }
+        inner.changes.fetch_add(1, Ordering::Relaxed);
         Ok((Some(lsn), r))
     }
 
@@ -690,6 +700,9 @@ impl Engine {
         for (lsn, m) in &decoded {
             new_epoch |= apply_to(&mut w, &inner.epoch, &mut inner.epochs.lock(), *lsn, m);
         }
+        inner
+            .changes
+            .fetch_add(decoded.len() as u64, Ordering::Relaxed);
         drop(w);
         if new_epoch {
             self.store_epochs();
@@ -807,10 +820,14 @@ impl Engine {
             )));
         }
         let started = Instant::now();
-        let (redo_lsn, epoch) = {
+        let (redo_lsn, epoch, changes) = {
             // The writer slot excludes a write between its append and its apply.
             let _g = inner.memtable.upgradable_read();
-            (inner.wal.end_lsn(), inner.epoch.load(Ordering::Acquire))
+            (
+                inner.wal.end_lsn(),
+                inner.epoch.load(Ordering::Acquire),
+                inner.changes.load(Ordering::Relaxed),
+            )
         };
         if let Some(prev) = last.as_ref().filter(|c| c.redo_lsn == redo_lsn) {
             return Ok(prev.clone());
@@ -855,6 +872,9 @@ impl Engine {
         inner.checkpoint_ms_total.fetch_add(ms, Ordering::Relaxed);
         inner.last_checkpoint_ms.store(ms, Ordering::Relaxed);
         inner.last_checkpoint_lsn.store(redo_lsn, Ordering::Relaxed);
+        inner
+            .changes_at_checkpoint
+            .store(changes, Ordering::Relaxed);
         tracing::info!(
             redo_lsn,
             end_lsn,
@@ -956,6 +976,10 @@ impl Engine {
             checkpoint_ms_total: inner.checkpoint_ms_total.load(Ordering::Relaxed),
             last_checkpoint_ms: inner.last_checkpoint_ms.load(Ordering::Relaxed),
             last_checkpoint_lsn: inner.last_checkpoint_lsn.load(Ordering::Relaxed),
+            changes_since_checkpoint: inner
+                .changes
+                .load(Ordering::Relaxed)
+                .saturating_sub(inner.changes_at_checkpoint.load(Ordering::Relaxed)),
             keys,
             data_bytes,
             poisoned: inner.wal.shared.poison_reason().is_some(),

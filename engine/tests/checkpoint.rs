@@ -120,3 +120,27 @@ fn damaged_newest_checkpoint_falls_back_to_wal() {
     assert_eq!(e.recovery_info().checkpoint, None);
     assert_eq!(e.len(), 100);
 }
+
+/// `rdb_changes_since_last_save` counts records, not bytes: the writes since
+/// the newest checkpoint, recovered ones included after a restart.
+#[test]
+fn changes_since_the_checkpoint_count_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    for i in 0..3 {
+        put(&e, &format!("k{i}"), &"x".repeat(1000));
+    }
+    assert_eq!(e.stats().changes_since_checkpoint, 3);
+    e.checkpoint().unwrap();
+    assert_eq!(e.stats().changes_since_checkpoint, 0);
+    put(&e, "a", "1");
+    put(&e, "b", "2");
+    assert_eq!(e.stats().changes_since_checkpoint, 2);
+    e.shutdown().unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    assert_eq!(
+        e.stats().changes_since_checkpoint,
+        2,
+        "replayed after the checkpoint"
+    );
+}

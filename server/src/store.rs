@@ -39,6 +39,7 @@ pub struct StoreStats {
     pub checkpoint_ms_total: u64,
     pub last_checkpoint_ms: u64,
     pub last_checkpoint_lsn: Lsn,
+    pub changes_since_checkpoint: u64,
     pub data_bytes: u64,
     /// Writes are refused after an I/O failure until restart.
     pub poisoned: bool,
@@ -252,6 +253,7 @@ impl Store {
             checkpoint_ms_total: s.checkpoint_ms_total,
             last_checkpoint_ms: s.last_checkpoint_ms,
             last_checkpoint_lsn: s.last_checkpoint_lsn,
+            changes_since_checkpoint: s.changes_since_checkpoint,
             data_bytes: s.data_bytes,
             poisoned: s.poisoned,
         }

@@ -219,7 +219,7 @@ fn info_persistence(shared: &Shared, out: &mut String) {
     field!(
         out,
         "rdb_changes_since_last_save",
-        shared.store.end_lsn().saturating_sub(s.last_checkpoint_lsn)
+        s.changes_since_checkpoint
     );
     field!(
         out,
