@@ -631,6 +631,31 @@ fn info_has_redis_sections_and_fields() {
 fn command_replies_keep_redis_cli_happy() {
     let mut t = T::new();
     assert_eq!(t.cmd(&["COMMAND", "DOCS"]), "*0\r\n");
+    // GETKEYS as Redis 7 answers it (what cluster-aware clients ask).
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "SET", "k", "v", "NX"]),
+        "*1\r\n$1\r\nk\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "mset", "a", "1", "b", "2"]),
+        "*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "DEL", "a", "b", "c"]),
+        "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "PING"]),
+        "-ERR The command has no key arguments\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "GET"]),
+        "-ERR Invalid number of arguments specified for command\r\n"
+    );
+    assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "NOPE", "x"]),
+        "-ERR Invalid command specified\r\n"
+    );
     assert_eq!(
         t.cmd(&["COMMAND", "COUNT"]),
         format!(":{}\r\n", COMMANDS.len())

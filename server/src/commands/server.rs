@@ -60,6 +60,37 @@ fn write_command_info(out: &mut Reply, idx: usize) {
     out.array(0); // subcommands
 }
 
+/// The key arguments of `argv` (a full command, name first), from the
+/// command's (first, last, step) key positions, as COMMAND GETKEYS answers.
+fn command_keys<'a>(argv: &[&'a [u8]]) -> Result<Vec<&'a [u8]>, CmdError> {
+    let c = super::lookup(argv[0])
+        .map(|i| &COMMANDS[i])
+        .ok_or_else(|| CmdError::msg("ERR Invalid command specified"))?;
+    let n = argv.len() as i64;
+    let arity = i64::from(c.arity);
+    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+        return Err(CmdError::msg(
+            "ERR Invalid number of arguments specified for command",
+        ));
+    }
+    let (first, last, step) = (
+        i64::from(c.keys.0),
+        i64::from(c.keys.1),
+        i64::from(c.keys.2),
+    );
+    if first == 0 {
+        return Err(CmdError::msg("ERR The command has no key arguments"));
+    }
+    let last = if last < 0 { n + last } else { last.min(n - 1) };
+    let mut keys = Vec::new();
+    let mut i = first;
+    while i <= last && i < n {
+        keys.push(argv[i as usize]);
+        i += step.max(1);
+    }
+    Ok(keys)
+}
+
 pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     if args.len() == 1 {
         ctx.out.array(COMMANDS.len());
@@ -89,6 +120,15 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
                     None => ctx.out.optional_bulk(None),
                 }
             }
+        }
+    } else if sub.eq_ignore_ascii_case(b"GETKEYS") {
+        if args.len() < 3 {
+            return Err(CmdError::arity("command|getkeys"));
+        }
+        let keys = command_keys(&args.iter().skip(2).collect::<Vec<_>>())?;
+        ctx.out.array(keys.len());
+        for k in keys {
+            ctx.out.bulk(k);
         }
     } else if sub.eq_ignore_ascii_case(b"DOCS") {
         // redis-cli asks for docs to show hints; none is a valid answer.
@@ -130,6 +170,8 @@ pub fn command(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
                 "    Return details about all commands.",
                 "COUNT",
                 "DOCS",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full command.",
                 "INFO [<command-name> ...]",
                 "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
             ],
