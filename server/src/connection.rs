@@ -363,7 +363,8 @@ impl Connection {
     /// Waits until everything this batch wrote or read is durable, then sends
     /// the replies. If a write cannot be made durable, every reply from the
     /// first command that depends on non-durable WAL on is replaced by the
-    /// error: no client is told OK for a write that may be lost.
+    /// error: no client is told OK for a write that may be lost, and no
+    /// reader is shown one.
     async fn flush(&mut self) -> io::Result<()> {
         if let Some(lsn) = self.batch.lsn.take() {
             // IMPORTANT: no reply to a write leaves before this returns Ok.
@@ -376,34 +377,36 @@ impl Connection {
                 self.client.last_write_lsn = self.client.last_write_lsn.max(lsn);
             }
             let failed = result.is_err() && self.batch.wrote;
-            match result {
-                Ok(()) => {}
-                Err(e) if self.batch.wrote => {
+            if let Err(e) = result {
+                let durable = self.shared.store.durable_lsn();
+                let first = self.batch.waiting.iter().find(|w| w.lsn > durable);
+                let msg = if self.batch.wrote {
                     self.shared
                         .metrics
                         .durability_failures
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::error!(lsn, error = %e, "writes could not be made durable; replying with errors");
-                    let durable = self.shared.store.durable_lsn();
-                    let first = self
-                        .batch
-                        .waiting
-                        .iter()
-                        .find(|w| w.lsn > durable)
-                        .or(self.batch.waiting.first())
-                        .map(|w| (w.seq, w.reply_at));
-                    if let Some((seq, reply_at)) = first {
-                        self.out.truncate(reply_at);
-                        let msg = format!("ERR {e}");
-                        for _ in seq..self.batch.commands {
-                            self.out.error(&msg);
-                        }
+                    // If none is past the durable LSN, the failure is still
+                    // the writes': no OK leaves for any of them.
+                    format!("ERR {e}")
+                } else {
+                    tracing::debug!(lsn, error = %e, "a read saw writes that are not durable; replying with errors");
+                    format!("ERR this read may have seen writes that are not durable: {e}")
+                };
+                let first = first.or(self
+                    .batch
+                    .wrote
+                    .then(|| self.batch.waiting.first())
+                    .flatten());
+                // IMPORTANT: a read that saw a write which never became
+                // durable must not show it: once the WAL is poisoned the
+                // table holds records the disk may not, and a restart would
+                // take them back.
+                if let Some((seq, reply_at)) = first.map(|w| (w.seq, w.reply_at)) {
+                    self.out.truncate(reply_at);
+                    for _ in seq..self.batch.commands {
+                        self.out.error(&msg);
                     }
-                }
-                // Only reads waited: the engine goes on serving reads after a
-                // write failure, so their replies stand.
-                Err(e) => {
-                    tracing::debug!(lsn, error = %e, "read fence not durable; replying anyway")
                 }
             }
             for w in self.batch.waiting.drain(..) {

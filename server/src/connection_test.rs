@@ -269,14 +269,31 @@ async fn a_write_that_cannot_be_made_durable_is_never_acknowledged() {
     );
     // Later writes are refused too (the WAL is poisoned), with a clear error.
     s.write_all(b"SET c 3\r\n").await.unwrap();
+    let reply = read_some(&mut s).await;
+    assert!(
+        reply.starts_with("-ERR ") && reply.contains("poisoned"),
+        "{reply:?}"
+    );
+    // The refused write is in the table but not on disk (a restart would
+    // take it back): no reader may see it, on this connection or another.
+    let mut other = serve_one(shared.clone()).await;
+    for s in [&mut s, &mut other] {
+        s.write_all(b"GET b\r\n").await.unwrap();
+        let reply = read_some(s).await;
+        assert!(
+            reply.starts_with("-ERR this read may have seen writes that are not durable")
+                && reply.contains("poisoned"),
+            "{reply:?}"
+        );
+    }
+}
+
+/// Reads what one `read` returns, within 10 s.
+async fn read_some(s: &mut TcpStream) -> String {
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(
-        reply.starts_with("-ERR ") && reply.contains("poisoned"),
-        "{reply:?}"
-    );
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

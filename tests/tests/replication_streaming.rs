@@ -388,6 +388,17 @@ fn a_standby_without_its_first_base_backup_serves_nothing_and_cannot_be_promoted
         other => panic!("GET on a standby without a base backup replied {other:?}"),
     }
     assert_eq!(info(&s1).get("walship_consistent"), Some("0"));
+    let loading = |con: &mut walship_tests::resp::RawConn| {
+        let text = con.command(&["INFO", "persistence"]).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("loading:"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        loading(&mut con).as_deref(),
+        Some("1"),
+        "Redis's loading flag"
+    );
     match con.command(&["REPLICAOF", "NO", "ONE"]) {
         Reply::Error(e) => assert!(
             e.contains("cannot be promoted") && e.contains("base backup"),
@@ -406,6 +417,7 @@ fn a_standby_without_its_first_base_backup_serves_nothing_and_cannot_be_promoted
         Reply::Bulk(Some(b"1".to_vec()))
     );
     assert_eq!(info(&s1).get("walship_consistent"), Some("1"));
+    assert_eq!(loading(&mut s1.raw()).as_deref(), Some("0"));
 }
 
 #[test]

@@ -692,7 +692,33 @@ fn time_role_lastsave() {
     let mut t = T::new();
     assert!(t.cmd(&["TIME"]).starts_with("*2\r\n$10\r\n"));
     assert!(t.cmd(&["ROLE"]).starts_with("*3\r\n$6\r\nmaster\r\n:"));
-    assert!(t.cmd(&["LASTSAVE"]).starts_with(':'));
+    let lastsave = t.cmd(&["LASTSAVE"]);
+    assert!(lastsave.starts_with(':'), "{lastsave}");
+    // INFO persistence agrees with LASTSAVE, as in Redis, and counts changes
+    // (records), not bytes.
+    let field = |info: &str, name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::to_string)
+    };
+    let info = t.cmd(&["INFO", "persistence"]);
+    assert_eq!(
+        field(&info, "rdb_last_save_time").as_deref(),
+        Some(lastsave.trim_start_matches(':').trim_end())
+    );
+    assert_eq!(field(&info, "loading").as_deref(), Some("0"));
+    assert_eq!(field(&info, "aof_last_write_status").as_deref(), Some("ok"));
+    assert_eq!(
+        field(&info, "rdb_changes_since_last_save").as_deref(),
+        Some("0")
+    );
+    t.cmd(&["SET", "a", "some value"]);
+    t.cmd(&["INCR", "n"]);
+    let info = t.cmd(&["INFO", "persistence"]);
+    assert_eq!(
+        field(&info, "rdb_changes_since_last_save").as_deref(),
+        Some("2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

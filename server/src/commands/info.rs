@@ -214,7 +214,13 @@ fn info_persistence(shared: &Shared, out: &mut String) {
         _ => "ok",
     };
     out.push_str("# Persistence\r\n");
-    field!(out, "loading", 0);
+    // As Redis while it loads its dataset: a standby that is waiting for or
+    // replaying a base backup answers reads with -LOADING.
+    field!(
+        out,
+        "loading",
+        u8::from(shared.replication.not_consistent().is_some())
+    );
     field!(out, "async_loading", 0);
     field!(
         out,
@@ -229,12 +235,16 @@ fn info_persistence(shared: &Shared, out: &mut String) {
     field!(
         out,
         "rdb_last_save_time",
-        p.last_save_unix_secs.load(Ordering::Relaxed)
+        super::server::last_save_time(shared)
     );
     field!(out, "rdb_last_bgsave_status", status);
     field!(out, "aof_enabled", 1);
     field!(out, "aof_rewrite_in_progress", 0);
-    field!(out, "aof_last_write_status", "ok");
+    field!(
+        out,
+        "aof_last_write_status",
+        if s.poisoned { "err" } else { "ok" }
+    );
     field!(out, "wal_fsync", shared.config.fsync);
     field!(out, "wal_sync_method", shared.config.wal_sync_method);
     field!(out, "wal_end_lsn", shared.store.end_lsn());

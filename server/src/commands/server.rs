@@ -256,17 +256,21 @@ pub fn bgsave(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-pub fn lastsave(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
-    let t = ctx
-        .shared
+/// Unix time of the last successful checkpoint, or of the start before the
+/// first (as Redis, whose LASTSAVE starts at the load of its dataset).
+pub fn last_save_time(shared: &Shared) -> u64 {
+    match shared
         .persistence
         .last_save_unix_secs
-        .load(Ordering::Relaxed);
-    ctx.out.int(if t == 0 {
-        ctx.shared.started_unix_secs as i64
-    } else {
-        t as i64
-    });
+        .load(Ordering::Relaxed)
+    {
+        0 => shared.started_unix_secs,
+        t => t,
+    }
+}
+
+pub fn lastsave(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    ctx.out.int(last_save_time(ctx.shared) as i64);
     Ok(())
 }
 
