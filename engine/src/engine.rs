@@ -901,10 +901,18 @@ impl Engine {
             }
         }
         let keep_from = self.wal_keep_from(redo_lsn);
-        let doomed = inner.wal.shared.segments.remove_below(keep_from);
-        for seg in &doomed {
-            if let Err(e) = storage.remove(&seg.path) {
-                tracing::warn!(file = %seg.path.display(), error = %e, "could not remove an old WAL segment");
+        let mut doomed = inner.wal.shared.segments.remove_below(keep_from);
+        // Oldest first, stopping at the first failure: what is left is
+        // always one contiguous run of segments (a gap below the checkpoint
+        // would otherwise look like a missing segment), and the segments
+        // not removed stay known, to be removed at the next checkpoint.
+        for i in 0..doomed.len() {
+            if let Err(e) = storage.remove(&doomed[i].path) {
+                tracing::warn!(file = %doomed[i].path.display(), error = %e, "could not remove an old WAL segment; it and the newer ones below the checkpoint are kept until the next checkpoint");
+                for seg in doomed.drain(i..) {
+                    inner.wal.shared.segments.insert(seg);
+                }
+                break;
             }
         }
         if !doomed.is_empty() {

@@ -78,6 +78,16 @@ pub enum EngineError {
         /// The first LSN it would hold.
         lsn: u64,
     },
+    /// The oldest segment starts past the LSN recovery must replay from.
+    #[error("the WAL from LSN {needed_lsn} (where the newest checkpoint's redo starts) is missing: the oldest segment, {oldest}, starts at LSN {oldest_lsn}; acknowledged writes could be lost; refusing to open. Restore the segments holding LSNs {needed_lsn} to {oldest_lsn} from a standby or backup")]
+    WalStartsTooLate {
+        /// The oldest segment present.
+        oldest: PathBuf,
+        /// Its first LSN.
+        oldest_lsn: u64,
+        /// The LSN replay must start at.
+        needed_lsn: u64,
+    },
     /// A segment header is damaged or belongs to something else.
     #[error("WAL segment {file} has a bad header: {reason}; refusing to open")]
     BadSegment {

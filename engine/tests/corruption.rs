@@ -186,6 +186,78 @@ fn missing_middle_segment_refuses_to_open() {
     }
 }
 
+/// The WAL the checkpoint's redo needs begins in a segment that is gone: the
+/// error says which LSNs are missing and names the oldest segment present
+/// (the missing file's name cannot be known).
+#[test]
+fn missing_segment_under_the_checkpoint_redo_point_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    for i in 0..600 {
+        put(&e, &format!("k{i}"), &format!("value-{i}"));
+    }
+    let redo = e.checkpoint().unwrap().redo_lsn;
+    for i in 0..1500 {
+        put(&e, &format!("later{i}"), &format!("value-{i}"));
+    }
+    e.shutdown().unwrap();
+    let (holding_redo, _) = locate(dir.path(), redo);
+    fs::remove_file(&holding_redo).unwrap();
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    let oldest_left = segs.first().cloned().expect("later segments remain");
+    match Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse")
+    {
+        EngineError::WalStartsTooLate {
+            oldest, needed_lsn, ..
+        } => {
+            assert_eq!(oldest, oldest_left);
+            assert_eq!(needed_lsn, redo);
+        }
+        other => panic!("expected WalStartsTooLate, got {other}"),
+    }
+}
+
+/// An old segment left behind below the checkpoint (its removal failed, or
+/// an operator copied it back), with a gap after it: not needed, so it is
+/// removed and the server opens, rather than asking for segments nothing
+/// needs.
+#[test]
+fn a_stale_segment_below_the_checkpoint_is_removed_not_a_reason_to_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    for i in 0..1500 {
+        put(&e, &format!("k{i}"), &format!("value-{i}"));
+    }
+    e.shutdown().unwrap();
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "test needs 3 segments, has {}", segs.len());
+    let first = fs::read(&segs[0]).unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    put(&e, "after", "checkpoint");
+    let redo = e.checkpoint().unwrap().redo_lsn;
+    e.shutdown().unwrap();
+    assert!(
+        !segs[0].exists() && !segs[1].exists(),
+        "removed by the checkpoint"
+    );
+    fs::write(&segs[0], &first).unwrap();
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    assert!(!segs[0].exists(), "the stale segment is removed");
+    assert_eq!(e.recovery_info().from_lsn, redo);
+    assert_eq!(get(&e, "k1499").as_deref(), Some("value-1499"));
+    assert_eq!(get(&e, "after").as_deref(), Some("checkpoint"));
+}
+
 #[test]
 fn damaged_segment_header_refuses_to_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +271,32 @@ fn damaged_segment_header_refuses_to_open() {
         matches!(&err, EngineError::BadSegment { file, .. } if file == &path),
         "{err}"
     );
+}
+
+/// A blank header on the newest segment is what an activation cut short
+/// would leave if headers were not made durable first; records behind one
+/// are damage, and acknowledged: refuse, never remove the file.
+#[test]
+fn blank_header_on_a_segment_holding_records_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let lsns = fill(dir.path(), 3);
+    let (path, _) = locate(dir.path(), lsns[2]);
+    patch(&path, 0, &[0u8; 64]);
+    let err = Engine::open(fs_config(dir.path()))
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(&err, EngineError::BadSegment { file, reason }
+            if file == &path && reason.contains("holds data")),
+        "{err}"
+    );
+    assert!(path.exists(), "the segment must be left in place");
+    // With its records zeroed too it held nothing: removed, and the log
+    // starts afresh.
+    let len = fs::metadata(&path).unwrap().len();
+    patch(&path, 0, &vec![0u8; len as usize]);
+    let e = Engine::open(fs_config(dir.path())).unwrap();
+    assert_eq!(get(&e, "k0"), None);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use super::record::{
 use super::segment::{self, HeaderProblem, SegmentHeader, PREPARED_SUFFIX};
 use super::Segment;
 use crate::error::EngineError;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -331,6 +331,19 @@ pub(crate) fn recover(
         let header = match SegmentHeader::decode(&hbuf) {
             Ok(h) => h,
             Err(HeaderProblem::Blank) if i + 1 == count => {
+                // A header that never reached the disk means nothing after it
+                // did either (the header is made durable before any record is
+                // written). Records behind a blank header are damage, and
+                // may be acknowledged writes: refuse rather than remove them.
+                if let Some(offset) =
+                    first_nonzero_byte(&*file, len).map_err(|e| EngineError::io(&path, e))?
+                {
+                    return Err(bad(format!(
+                        "header is all zeros but the segment holds data (a non-zero byte at file \
+                         offset {offset}); acknowledged writes could be lost; refusing to open. \
+                         Restore the file from a standby or backup"
+                    )));
+                }
                 // Activated but its header never reached the disk: it holds nothing.
                 tracing::warn!(file = %path.display(), "removing a WAL segment whose header was never made durable");
                 storage
@@ -365,7 +378,20 @@ pub(crate) fn recover(
             )));
         }
         if let Some(prev) = segments.values().next_back() {
-            if prev.end_lsn() != header.start_lsn {
+            if prev.end_lsn() != header.start_lsn && header.start_lsn <= from_lsn {
+                // A gap wholly below the checkpoint's redo point: the older
+                // segments are leftovers nothing needs (no recovery reads
+                // them, and no standby can be streamed across the gap).
+                for old in std::mem::take(&mut segments).into_values() {
+                    tracing::warn!(file = %old.path.display(), redo_lsn = from_lsn, "removing an old WAL segment cut off from the log by a gap below the checkpoint's redo point");
+                    storage
+                        .remove(&old.path)
+                        .map_err(|e| EngineError::io(&old.path, e))?;
+                }
+                storage
+                    .sync_dir(wal_dir)
+                    .map_err(|e| EngineError::io(wal_dir, e))?;
+            } else if prev.end_lsn() != header.start_lsn {
                 let expected = segment::segment_path(wal_dir, prev.end_lsn());
                 return Err(EngineError::MissingSegment {
                     expected,
@@ -389,9 +415,10 @@ pub(crate) fn recover(
     }
     let first = *segments.keys().next().expect("non-empty");
     if from_lsn < first {
-        return Err(EngineError::MissingSegment {
-            expected: segment::segment_path(wal_dir, from_lsn),
-            lsn: from_lsn,
+        return Err(EngineError::WalStartsTooLate {
+            oldest: segments[&first].path.clone(),
+            oldest_lsn: first,
+            needed_lsn: from_lsn,
         });
     }
     let mut parts = Vec::with_capacity(segments.len());
@@ -484,4 +511,19 @@ mod tests {
             }
         }
     }
+}
+
+/// The file offset of the first non-zero byte of `file` (of length `len`), if any.
+fn first_nonzero_byte(file: &dyn StorageFile, len: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = usize::try_from((len - offset).min(buf.len() as u64)).expect("fits in usize");
+        file.read_exact_at(&mut buf[..n], offset)?;
+        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+            return Ok(Some(offset + i as u64));
+        }
+        offset += n as u64;
+    }
+    Ok(None)
 }
