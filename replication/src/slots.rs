@@ -69,14 +69,19 @@ impl Slots {
     /// (their standby then gets a base backup if its WAL is gone).
     pub fn open(data_dir: &Path, max_keep_bytes: u64) -> io::Result<Slots> {
         let dir = data_dir.join("slots");
-        std::fs::create_dir_all(&dir)?;
+        // Every error names the file: the operator has to find it.
+        let at = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{path}: {e}"))
+        };
+        std::fs::create_dir_all(&dir).map_err(at(&dir))?;
         let mut slots = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
+        for entry in std::fs::read_dir(&dir).map_err(at(&dir))? {
+            let path = entry.map_err(at(&dir))?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(name_of) else {
                 continue;
             };
-            let b = std::fs::read(&path)?;
+            let b = std::fs::read(&path).map_err(at(&path))?;
             if b.len() != 13
                 || crc32fast::hash(&b[0..9])
                     != u32::from_le_bytes(b[9..13].try_into().expect("4 bytes"))

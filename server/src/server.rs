@@ -62,7 +62,8 @@ impl Server {
             }
             None => None,
         };
-        let shared = Arc::new(Shared::new(store, cfg));
+        let shared =
+            Arc::new(Shared::open(store, cfg).context("cannot open the replication slots")?);
         let local = listener.local_addr()?;
         shared
             .port

@@ -35,17 +35,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// [`Shared::open`] for tests, where the data directory is known good.
     pub fn new(store: Store, config: ServerConfig) -> Shared {
+        Shared::open(store, config).expect("open the replication slots")
+    }
+
+    /// The server's state over `store`; fails if the replication slots in
+    /// the data directory cannot be read.
+    pub fn open(store: Store, config: ServerConfig) -> std::io::Result<Shared> {
         let (shutdown_tx, _) = watch::channel(false);
-        let slots = Arc::new(
-            walship_replication::Slots::open(&config.data_dir, config.max_slot_wal_keep_size_bytes)
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot open replication slots in {}: {e}",
-                        config.data_dir.display()
-                    )
-                }),
-        );
+        let slots = Arc::new(walship_replication::Slots::open(
+            &config.data_dir,
+            config.max_slot_wal_keep_size_bytes,
+        )?);
         store.handle().add_retention(slots.clone());
         let replication = crate::replication::Replication::new(
             store.clone(),
@@ -60,7 +62,7 @@ impl Shared {
                 .clone()
                 .or_else(|| config.requirepass.clone()),
         );
-        Shared {
+        Ok(Shared {
             replication,
             store,
             runtime: RuntimeConfig::new(&config),
@@ -73,7 +75,7 @@ impl Shared {
             started_unix_secs: unix_secs(),
             persistence: Persistence::default(),
             shutdown_tx,
-        }
+        })
     }
 
     /// Asks the server to shut down gracefully (SIGTERM, SIGINT, SHUTDOWN).

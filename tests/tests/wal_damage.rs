@@ -155,3 +155,29 @@ fn corruption_in_the_middle_of_the_wal_refuses_to_start() {
         "the refusal must give the offset:\n{message}"
     );
 }
+
+/// A replication slot file that cannot be read (here a directory where the
+/// file should be) stops the start with an error naming it, not a panic.
+#[test]
+fn an_unreadable_slot_file_refuses_to_start_naming_it() {
+    let server = server_with_keys_then_killed();
+    let slot = server.data_dir().join("slots").join("7331.slot");
+    std::fs::create_dir_all(&slot).unwrap();
+    let finished = process::try_run(
+        server.second_instance_command(),
+        b"",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("walship started with an unreadable slot file:\n{e}"));
+    let message = finished.combined();
+    assert_eq!(
+        finished.status.code(),
+        Some(1),
+        "a clean error exit:\n{message}"
+    );
+    assert!(
+        message.contains(&slot.display().to_string()) && !message.contains("panicked"),
+        "the refusal must name {}:\n{message}",
+        slot.display()
+    );
+}
