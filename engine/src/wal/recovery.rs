@@ -493,6 +493,21 @@ fn zero_range(stream: &Stream, from: u64, to: u64) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The file offset of the first non-zero byte of `file` (of length `len`), if any.
+fn first_nonzero_byte(file: &dyn StorageFile, len: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < len {
+        let n = usize::try_from((len - offset).min(buf.len() as u64)).expect("fits in usize");
+        file.read_exact_at(&mut buf[..n], offset)?;
+        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+            return Ok(Some(offset + i as u64));
+        }
+        offset += n as u64;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::first_nonzero;
@@ -511,19 +526,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The file offset of the first non-zero byte of `file` (of length `len`), if any.
-fn first_nonzero_byte(file: &dyn StorageFile, len: u64) -> std::io::Result<Option<u64>> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < len {
-        let n = usize::try_from((len - offset).min(buf.len() as u64)).expect("fits in usize");
-        file.read_exact_at(&mut buf[..n], offset)?;
-        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-            return Ok(Some(offset + i as u64));
-        }
-        offset += n as u64;
-    }
-    Ok(None)
 }
