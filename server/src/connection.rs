@@ -4,7 +4,10 @@
 //!
 //! Bounds: the unparsed input is capped by `client-query-buffer-limit`, the
 //! replies of a batch are flushed every [`FLUSH_THRESHOLD_BYTES`], and a
-//! single reply larger than `client-output-buffer-limit` closes the client.
+//! single reply larger than `client-output-buffer-limit`, or unsent replies
+//! plus the requests read while they wait, close the client. A client that
+//! hangs up while its write waits for standbys (or in WAIT) is dropped at
+//! once.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -282,7 +285,7 @@ impl Connection {
                     }
                     if self.client.deferred.is_some() {
                         self.flush().await?;
-                        self.complete_deferred().await;
+                        self.complete_deferred().await?;
                     }
                     if self.client.replicate.is_some() {
                         // The +STREAM reply goes out; the socket then carries frames.
@@ -368,7 +371,20 @@ impl Connection {
     async fn flush(&mut self) -> io::Result<()> {
         if let Some(lsn) = self.batch.lsn.take() {
             // IMPORTANT: no reply to a write leaves before this returns Ok.
-            let result = self.wait_acknowledged(lsn, self.batch.wrote).await;
+            let wrote = self.batch.wrote;
+            let acknowledged = wait_acknowledged(&self.shared, self.client.sync_commit, lsn, wrote);
+            let result = if wrote && self.waits_for_standbys() {
+                // Standbys may take long, or for ever: a client that hangs
+                // up meanwhile ends the wait and frees its connection.
+                let _blocked = self.shared.clients.block();
+                tokio::select! {
+                    biased;
+                    r = acknowledged => r,
+                    e = hangup(&mut self.stream, &mut self.rbuf, &self.shared) => return Err(e),
+                }
+            } else {
+                acknowledged.await
+            };
             if self.batch.wrote {
                 // Also when the wait failed: the records are in the log and
                 // in the table (a synchronous write that timed out is
@@ -420,87 +436,71 @@ impl Connection {
         self.write_out().await
     }
 
-    /// Waits until `lsn` is acknowledgeable: durable locally under the fsync
-    /// policy and, for writes, confirmed by the standbys that
-    /// `synchronous_commit` requires. Both waits run at once, so the local
-    /// and remote fsyncs overlap.
-    async fn wait_acknowledged(&self, lsn: Lsn, wrote: bool) -> Result<(), String> {
-        use walship_replication::SynchronousCommit;
-        let level = self
-            .client
+    /// Whether this connection's writes wait for standbys to confirm them.
+    fn waits_for_standbys(&self) -> bool {
+        self.client
             .sync_commit
-            .unwrap_or_else(|| self.shared.replication.sync_commit());
-        if wrote && level == SynchronousCommit::Off {
-            return Ok(());
-        }
-        // A lone writer (one client) writes its record itself rather than
-        // waking the WAL flusher and being woken by it: one durable write on
-        // this worker. Writers waiting meanwhile are counted, so that a
-        // second one leaves the flush to the flusher's group commit.
-        let _waiting = wrote.then(|| {
-            let engine = self.shared.store.engine();
-            engine.flush_if_alone(lsn);
-            engine.waiting_writer()
-        });
-        let local = async {
-            self.shared
-                .store
-                .wait_durable(lsn)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        if !wrote || !level.waits_for_standbys() {
-            return local.await;
-        }
-        let remote = self.shared.replication.wait_confirmed(lsn, level);
-        let (local, remote) = tokio::join!(local, remote);
-        local.and(remote)
+            .unwrap_or_else(|| self.shared.replication.sync_commit())
+            .waits_for_standbys()
     }
 
     /// Runs a WAIT or WALSHIP WAITLSN whose reply had to wait, and writes it.
-    async fn complete_deferred(&mut self) {
+    async fn complete_deferred(&mut self) -> io::Result<()> {
         let Some(d) = self.client.deferred.take() else {
-            return;
+            return Ok(());
         };
-        match d {
-            commands::Deferred::Wait {
-                replicas,
-                timeout_ms,
-            } => {
-                let lsn = self.client.last_write_lsn;
-                let n = if self.shared.replication.is_standby() {
-                    0
-                } else {
-                    self.shared
+        let shared = &*self.shared;
+        let _blocked = shared.clients.block();
+        let waited = async {
+            match d {
+                commands::Deferred::Wait {
+                    replicas,
+                    timeout_ms,
+                } => {
+                    let lsn = self.client.last_write_lsn;
+                    if shared.replication.is_standby() {
+                        return Ok(0);
+                    }
+                    let n = shared
                         .replication
                         .hub
                         .wait_flushed_count(lsn, replicas, timeout_ms)
-                        .await
-                };
-                self.out.int(n as i64);
-            }
-            commands::Deferred::WaitLsn { lsn, timeout_ms } => {
-                let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
-                loop {
-                    let engine = self.shared.store.engine();
-                    let applied = engine.end_lsn().min(engine.durable_lsn());
-                    if applied >= lsn {
-                        self.out.int(applied as i64);
-                        break;
+                        .await;
+                    Ok(n as i64)
+                }
+                commands::Deferred::WaitLsn { lsn, timeout_ms } => {
+                    let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+                    loop {
+                        let engine = shared.store.engine();
+                        let applied = engine.end_lsn().min(engine.durable_lsn());
+                        if applied >= lsn {
+                            return Ok(applied as i64);
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(format!(
+                                "TIMEOUT this node has applied up to LSN {applied}, not yet LSN {lsn}"
+                            ));
+                        }
+                        let mut rx = engine.subscribe_flushed();
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(20),
+                            rx.changed(),
+                        )
+                        .await;
                     }
-                    if Instant::now() >= deadline {
-                        self.out.error(&format!(
-                            "TIMEOUT this node has applied up to LSN {applied}, not yet LSN {lsn}"
-                        ));
-                        break;
-                    }
-                    let mut rx = engine.subscribe_flushed();
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_millis(20), rx.changed())
-                            .await;
                 }
             }
+        };
+        let result = tokio::select! {
+            biased;
+            r = waited => r,
+            e = hangup(&mut self.stream, &mut self.rbuf, shared) => return Err(e),
+        };
+        match result {
+            Ok(n) => self.out.int(n),
+            Err(e) => self.out.error(&e),
         }
+        Ok(())
     }
 
     async fn write_out(&mut self) -> io::Result<()> {
@@ -511,16 +511,19 @@ impl Connection {
             .info
             .output_buffer_bytes
             .store(self.out.len() as u64, Ordering::Relaxed);
-        let query_limit = self
-            .shared
-            .runtime
+        let runtime = &self.shared.runtime;
+        let query_limit = runtime
             .client_query_buffer_limit_bytes
+            .load(Ordering::Relaxed);
+        let output_limit = runtime
+            .client_output_buffer_limit_bytes
             .load(Ordering::Relaxed);
         let Connection {
             stream,
             rbuf,
             out,
             shared,
+            client,
             ..
         } = self;
         let bytes = out.as_bytes();
@@ -537,6 +540,25 @@ impl Connection {
         // read here is executed once these replies are out.
         let mut input_open = true;
         while written < bytes.len() {
+            // Requests read while replies wait are replies to come: a
+            // client that stops reading is closed once what it owes the
+            // socket and what it sent meanwhile pass the output limit,
+            // instead of buffering requests up to the query limit.
+            let owed = (bytes.len() - written + rbuf.len()) as u64;
+            if owed > output_limit {
+                tracing::warn!(
+                    client = client.info.id,
+                    bytes = owed,
+                    "closing client over client-output-buffer-limit: it does not read its replies"
+                );
+                shared
+                    .metrics
+                    .output_limit_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(io::Error::other(
+                    "client-output-buffer-limit: the client does not read its replies",
+                ));
+            }
             let can_read = input_open && (rbuf.len() as u64) < query_limit;
             let (mut rd, mut wr) = stream.split();
             tokio::select! {
@@ -565,6 +587,81 @@ impl Connection {
             .output_buffer_bytes
             .store(0, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Waits until `lsn` is acknowledgeable: durable locally under the fsync
+/// policy and, for writes, confirmed by the standbys that
+/// `synchronous_commit` requires. Both waits run at once, so the local
+/// and remote fsyncs overlap.
+async fn wait_acknowledged(
+    shared: &Shared,
+    sync_commit: Option<walship_replication::SynchronousCommit>,
+    lsn: Lsn,
+    wrote: bool,
+) -> Result<(), String> {
+    use walship_replication::SynchronousCommit;
+    let level = sync_commit.unwrap_or_else(|| shared.replication.sync_commit());
+    if wrote && level == SynchronousCommit::Off {
+        return Ok(());
+    }
+    // A lone writer (one client) writes its record itself rather than
+    // waking the WAL flusher and being woken by it: one durable write on
+    // this worker. Writers waiting meanwhile are counted, so that a
+    // second one leaves the flush to the flusher's group commit.
+    let _waiting = wrote.then(|| {
+        let engine = shared.store.engine();
+        engine.flush_if_alone(lsn);
+        engine.waiting_writer()
+    });
+    let local = async {
+        shared
+            .store
+            .wait_durable(lsn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if !wrote || !level.waits_for_standbys() {
+        return local.await;
+    }
+    let remote = shared.replication.wait_confirmed(lsn, level);
+    let (local, remote) = tokio::join!(local, remote);
+    local.and(remote)
+}
+
+/// Completes when the client hangs up (or its socket fails), with the
+/// error that ends the connection; meanwhile keeps what it sends for later,
+/// up to the query buffer limit. Raced against a wait for standbys or a
+/// WAIT, so that a client that gave up does not keep its connection (and a
+/// max-clients slot) until the standbys answer: Redis frees a blocked client
+/// when it disconnects.
+async fn hangup(stream: &mut TcpStream, rbuf: &mut BytesMut, shared: &Shared) -> io::Error {
+    loop {
+        let limit = shared
+            .runtime
+            .client_query_buffer_limit_bytes
+            .load(Ordering::Relaxed);
+        if rbuf.len() as u64 >= limit {
+            return std::future::pending().await;
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK_BYTES / 4 {
+            rbuf.reserve(READ_CHUNK_BYTES);
+        }
+        match stream.read_buf(rbuf).await {
+            Ok(0) => {
+                return io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the client hung up while its reply waited",
+                )
+            }
+            Ok(n) => {
+                shared
+                    .metrics
+                    .net_input_bytes
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => return e,
+        }
     }
 }
 

@@ -162,9 +162,27 @@ pub struct Clients {
     next_id: AtomicU64,
     map: Mutex<HashMap<u64, Arc<ClientInfo>>>,
     pub connected: AtomicU64,
+    /// Clients waiting in WAIT, WALSHIP WAITLSN or for their standbys
+    /// (INFO's `blocked_clients`).
+    pub blocked: AtomicU64,
+}
+
+/// Counts a client in [`Clients::blocked`] until dropped.
+pub struct Blocked<'a>(&'a AtomicU64);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Clients {
+    /// Counts the caller as blocked until the guard is dropped.
+    pub fn block(&self) -> Blocked<'_> {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+        Blocked(&self.blocked)
+    }
+
     /// Registers a client and hands out its id (ids start at 1 and never repeat).
     pub fn register(&self, addr: SocketAddr, laddr: SocketAddr) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;

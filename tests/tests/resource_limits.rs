@@ -136,3 +136,98 @@ fn unread_big_replies_do_not_grow_server_memory_without_bound() {
         .unwrap();
     assert!(got == value);
 }
+
+fn info_field(raw: &mut RawConn, section: &str, field: &str) -> u64 {
+    let info = raw.command(&["INFO", section]).text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{info}"))
+}
+
+/// A client that keeps sending requests and never reads the replies is
+/// closed at `client-output-buffer-limit`, as Redis closes it, instead of
+/// having its requests buffered up to the query buffer limit (1 GiB).
+#[test]
+fn a_client_that_never_reads_is_closed_at_the_output_limit() {
+    const LIMIT_BYTES: usize = 1024 * 1024;
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec![
+            "--client-output-buffer-limit".into(),
+            LIMIT_BYTES.to_string(),
+        ],
+        ..ServerOptions::default()
+    })
+    .expect("start walship");
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'v'; 256 * 1024])
+        .query(&mut server.connection())
+        .unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let chunk: Vec<u8> = (0..4096).flat_map(|_| encode(&["GET", "big"])).collect();
+    // Up to 256 MiB of requests: far past the limit, far below the query
+    // buffer limit. The server must close the connection before the end.
+    let sent_all = (0..(256 << 20) / chunk.len()).all(|_| stream.write_all(&chunk).is_ok());
+    assert!(
+        !sent_all,
+        "the server took 256 MiB of requests from a client reading none of its replies"
+    );
+    let mut raw = server.raw();
+    assert!(info_field(&mut raw, "stats", "client_limit_disconnects") >= 1);
+}
+
+/// A client whose write waits for a synchronous standby that is not there,
+/// and which then hangs up, frees its connection at once (as Redis frees a
+/// blocked client), so such clients cannot use up max-clients; while they
+/// wait, INFO counts them as blocked.
+#[test]
+fn clients_that_hang_up_while_waiting_for_standbys_free_their_slots() {
+    const MAX_CLIENTS: usize = 8;
+    let server = TestServer::start_with(ServerOptions {
+        extra_args: vec![
+            "--max-clients".into(),
+            MAX_CLIENTS.to_string(),
+            "--synchronous-standby-names".into(),
+            "FIRST 1 (absent)".into(),
+        ],
+        ..ServerOptions::default()
+    })
+    .expect("start walship");
+    let mut watcher = server.raw();
+    for round in 0..3 * MAX_CLIENTS {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        stream
+            .write_all(&encode(&["SET", &format!("k{round}"), "v"]))
+            .unwrap();
+        // Hang up once the write waits (bounded retry: the server counts
+        // it when it starts waiting).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while info_field(&mut watcher, "clients", "blocked_clients") == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write never waited"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while info_field(&mut watcher, "clients", "blocked_clients") != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the connection of a client that hung up still waits"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert_eq!(connected_clients(&mut watcher), 1);
+    // Reads still get in.
+    let mut raw = server.raw();
+    assert_eq!(
+        raw.command(&["GET", "k0"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+}

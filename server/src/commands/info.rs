@@ -160,7 +160,11 @@ fn info_clients(shared: &Shared, out: &mut String) {
         "maxclients",
         shared.runtime.max_clients.load(Ordering::Relaxed)
     );
-    field!(out, "blocked_clients", 0);
+    field!(
+        out,
+        "blocked_clients",
+        shared.clients.blocked.load(Ordering::Relaxed)
+    );
     field!(out, "tracking_clients", 0);
 }
 
