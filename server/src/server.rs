@@ -44,7 +44,7 @@ impl Server {
             "storage engine opened"
         );
         let addr = cfg.listen_addr();
-        let listener = TcpListener::bind(&addr).await.with_context(|| {
+        let listener = listen(&addr).await.with_context(|| {
             format!("cannot listen on {addr} (is another server using the port?)")
         })?;
         let admin = match cfg.admin_port {
@@ -252,4 +252,32 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let server = Server::start(cfg).await?;
     crate::shutdown::install(server.shared().clone())?;
     server.run().await
+}
+
+/// Redis's default `tcp-backlog`: a burst of new connections (a pool
+/// reconnecting after a failover) queues in the kernel instead of being
+/// dropped and retried a second later, as with the usual 128.
+const LISTEN_BACKLOG: u32 = 511;
+
+/// A listening socket on `addr` (`host:port`) with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }

@@ -515,3 +515,61 @@ fn a_client_that_sends_everything_before_reading_gets_every_reply() {
     assert_eq!(got.len(), expected);
     assert!(got.chunks(reply.len()).all(|c| c == reply.as_bytes()));
 }
+
+/// walship has no transactions. A client library's transaction (MULTI,
+/// commands, EXEC in one pipeline) must fail as a whole, with nothing run:
+/// MULTI is refused, the commands after it are refused, EXEC answers
+/// EXECABORT. Before, MULTI was an unknown command and the "queued"
+/// commands ran one by one while the library reported the transaction
+/// failed.
+#[test]
+fn a_transaction_fails_as_a_whole_and_runs_nothing() {
+    let server = server();
+    let mut con = server.connection();
+    let result: redis::RedisResult<(String, i64)> = redis::pipe()
+        .atomic()
+        .set("tx-key", "applied")
+        .incr("tx-counter", 1)
+        .query(&mut con);
+    assert!(result.is_err(), "the transaction must fail: {result:?}");
+    let (key, counter): (Option<String>, Option<i64>) = redis::pipe()
+        .get("tx-key")
+        .get("tx-counter")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((key, counter), (None, None), "nothing may have run");
+
+    let mut raw = server.raw();
+    assert!(matches!(raw.command(&["MULTI"]), Reply::Error(e) if e.contains("no transactions")));
+    assert!(matches!(raw.command(&["SET", "a", "1"]), Reply::Error(e) if e.contains("not run")));
+    assert_eq!(raw.command(&["DISCARD"]), ok());
+    assert_eq!(raw.command(&["SET", "a", "1"]), ok(), "DISCARD ended it");
+    assert!(matches!(raw.command(&["MULTI"]), Reply::Error(_)));
+    assert_eq!(
+        raw.command(&["EXEC"]),
+        Reply::Error("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(
+        raw.command(&["EXEC"]),
+        Reply::Error("ERR EXEC without MULTI".into())
+    );
+    assert_eq!(raw.command(&["GET", "a"]), bulk("1"));
+}
+
+/// The client port listens with Redis's default backlog of 511 (`ss`
+/// shows it as the listening socket's Send-Q), so a burst of connections
+/// queues rather than waiting a second for a SYN retransmit.
+#[test]
+fn the_client_port_listens_with_redis_backlog() {
+    let server = server();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", server.port())])
+        .output()
+        .expect("ss (iproute2) is installed by scripts/test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlog, ["511"], "ss -ltn said:\n{text}");
+}

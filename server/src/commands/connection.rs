@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::{help_reply, parse_int, unknown_subcommand, CmdError, CmdResult, Ctx, COMMANDS};
+use super::{
+    help_reply, parse_int, unknown_subcommand, ClientState, CmdError, CmdResult, Ctx, COMMANDS,
+};
 use crate::reply::Protocol;
 use crate::resp::Args;
 use crate::state::ClientInfo;
@@ -175,7 +177,53 @@ pub fn quit(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
 /// RESET: back to a fresh connection's state (RESP2, no name, the server's
 /// `synchronous_commit`, and logged out when a password is required), so a
 /// pooled connection hands nothing on to its next user.
+/// MULTI, EXEC and DISCARD, which walship does not have, answered so that a
+/// client library's transaction fails as a whole instead of running its
+/// commands one by one: MULTI is refused, every command after it is
+/// refused (not run) until EXEC, which answers EXECABORT as Redis does for
+/// a transaction with a refused command, or DISCARD. Returns the error for
+/// a command this handles; `None` lets it run. QUIT and RESET always run
+/// (RESET ends the refused transaction, as it discards one in Redis).
+/// `Some(Ok(()))` is a `+OK`.
+pub fn refused_transaction(client: &mut ClientState, name: &[u8]) -> Option<Result<(), String>> {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    if is(b"MULTI") {
+        if client.in_refused_multi {
+            return Some(Err("ERR MULTI calls can not be nested".into()));
+        }
+        client.in_refused_multi = true;
+        return Some(Err(
+            "ERR MULTI is not supported: walship has no transactions. The commands until EXEC or \
+             DISCARD will be refused, not run"
+                .into(),
+        ));
+    }
+    if is(b"EXEC") {
+        return Some(Err(if std::mem::take(&mut client.in_refused_multi) {
+            "EXECABORT Transaction discarded because of previous errors.".into()
+        } else {
+            "ERR EXEC without MULTI".into()
+        }));
+    }
+    if is(b"DISCARD") {
+        return Some(if std::mem::take(&mut client.in_refused_multi) {
+            Ok(())
+        } else {
+            Err("ERR DISCARD without MULTI".into())
+        });
+    }
+    if client.in_refused_multi && !is(b"QUIT") && !is(b"RESET") {
+        return Some(Err(
+            "ERR command not run: MULTI was refused (walship has no transactions); EXEC or \
+             DISCARD ends the transaction"
+                .into(),
+        ));
+    }
+    None
+}
+
 pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
+    ctx.client.in_refused_multi = false;
     ctx.out.set_protocol(Protocol::Resp2);
     ctx.client.info.resp.store(2, Ordering::Relaxed);
     *ctx.client.info.name.lock() = None;

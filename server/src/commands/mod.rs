@@ -242,6 +242,9 @@ pub struct ClientState {
     pub replicate: Option<u16>,
     /// A reply that must wait for something (WAIT, WALSHIP WAITLSN).
     pub deferred: Option<Deferred>,
+    /// MULTI was refused and no EXEC or DISCARD has ended it yet: commands
+    /// are refused, not run (see [`connection::refused_transaction`]).
+    pub in_refused_multi: bool,
 }
 
 /// A command whose reply waits; the connection completes it.
@@ -263,6 +266,7 @@ impl ClientState {
             last_write_lsn: 0,
             replicate: None,
             deferred: None,
+            in_refused_multi: false,
         }
     }
 }
@@ -324,6 +328,17 @@ pub struct Outcome {
 pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
     debug_assert!(!args.is_empty());
     let name = args.get(0);
+    if let Some(reply) = connection::refused_transaction(ctx.client, name) {
+        if let Err(e) = &reply {
+            ctx.out.error(e);
+        } else {
+            ctx.out.ok();
+        }
+        return Outcome {
+            command: None,
+            failed: reply.is_err(),
+        };
+    }
     let Some(idx) = lookup(name) else {
         ctx.out.error(&unknown_command_message(args));
         return Outcome {
