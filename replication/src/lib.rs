@@ -9,7 +9,7 @@
 //! - [`stream`]: reading and writing those frames on a socket.
 //! - [`sync_rule`]: `synchronous_standby_names` and `synchronous_commit`:
 //!   which standbys count and which LSN they confirm (no I/O).
-//! - [`quorum`]: the seed's quorum arithmetic (W + R > N) and quorum reads.
+//! - [`quorum`]: quorum arithmetic (W + R > N) and quorum reads.
 //! - [`slots`]: replication slots, which keep WAL a standby still needs.
 //! - [`fork`]: where two nodes' histories part (rewind and fencing decisions).
 //! - [`handle`]: the swappable engine a standby serves from, and its rewind.

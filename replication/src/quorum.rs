@@ -1,4 +1,4 @@
-//! The seed's quorum arithmetic: W + R > N.
+//! Quorum arithmetic: W + R > N.
 //!
 //! With N replicas, a write is acknowledged once W of them hold it and a read
 //! asks R of them. If W + R > N, every read set shares at least one node with

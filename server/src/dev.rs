@@ -1,5 +1,5 @@
 //! `walship dev`: the quickstart. A primary and three standbys on localhost,
-//! as in the seed's picture: standby 1 synchronous, standbys 2 and 3
+//! the classic picture of single-leader replication: standby 1 synchronous, standbys 2 and 3
 //! asynchronous, every node's data under one directory. Ctrl-C stops all.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Quorum reads, the seed's W + R > N, served by a primary: `WALSHIP
+//! Quorum reads (W + R > N), served by a primary: `WALSHIP
 //! QUORUMGET key` reads the key locally and from R - 1 standbys and returns
 //! the reply with the highest LSN ([`walship_replication::quorum::quorum_read`]).
 //!

@@ -13,7 +13,7 @@
 //! - `WALSHIP DROPSLOT <name>`: drops a gone standby's replication slot
 //!   (PostgreSQL's `pg_drop_replication_slot`; refused while it is connected);
 //! - `WALSHIP QUORUM`: the quorum sizes {n, w, r} for this node and its
-//!   connected standbys (the seed's W + R > N);
+//!   connected standbys (W + R > N);
 //! - `WALSHIP QUORUMGET <key>`: a quorum read on a primary (see [`crate::quorum`]).
 
 use std::fmt::Write as _;
