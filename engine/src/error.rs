@@ -48,13 +48,14 @@ pub enum WriteError {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// An I/O error on a named file.
-    #[error("I/O error on {path}: {source}")]
+    // The OS error is part of the message and deliberately not a `#[source]`:
+    // a report that prints the error chain would say it twice.
+    #[error("I/O error on {path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A damaged record with valid records after it: acknowledged data could be lost.
     #[error("corrupt WAL record in {file} at file offset {offset} (LSN {lsn}): {reason}; a valid record follows at LSN {next_valid_lsn}, so this is not a torn tail and acknowledged writes could be lost; refusing to open. Restore the file from a standby or backup")]
@@ -106,10 +107,11 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
-    /// The control file is damaged or missing while data exists.
-    #[error("control file {file}: {reason}")]
+    /// A metadata file (`control`, `epochs`, a base backup's or a rewind's
+    /// bookkeeping) is damaged, or `control` is missing while data exists.
+    #[error("{file}: {reason}")]
     BadControl {
-        /// The control file.
+        /// The file.
         file: PathBuf,
         /// What is wrong.
         reason: String,
@@ -147,7 +149,7 @@ impl EngineError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         EngineError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -275,6 +275,12 @@ impl Replication {
         self.hub.resume();
         let (epoch, lsn) = self.begin_primary_epoch().await?;
         tracing::info!(epoch, lsn, "promoted to primary");
+        let names = self.hub.sync_names();
+        if names.is_empty() {
+            tracing::warn!("promoted with synchronous_standby_names empty: writes are acknowledged without any standby; CONFIG SET synchronous_standby_names (and the config file) if they should wait for one");
+        } else {
+            tracing::info!(synchronous_standby_names = %names, "writes wait for these standbys once they connect");
+        }
         Ok((epoch, lsn))
     }
 
