@@ -226,6 +226,77 @@ fn incr_family_counts_and_refuses_non_integers() {
     assert_eq!(t.cmd(&["GET", "s"]), "$3\r\nabc\r\n");
 }
 
+/// Replies as Redis 7.0 gave them for the same sequence (the only
+/// difference: COPY ... DB 1, which walship refuses, having one database).
+#[test]
+fn incrbyfloat_setrange_substr_rename_copy_touch_as_redis() {
+    let mut t = T::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["SET", "f", "10.50"], "+OK\r\n"),
+        (&["INCRBYFLOAT", "f", "0.1"], "$4\r\n10.6\r\n"),
+        (&["SET", "e", "5.0e3"], "+OK\r\n"),
+        (&["INCRBYFLOAT", "e", "2.0e2"], "$4\r\n5200\r\n"),
+        (
+            &["INCRBYFLOAT", "e", "abc"],
+            "-ERR value is not a valid float\r\n",
+        ),
+        (
+            &["INCRBYFLOAT", "e", " 1"],
+            "-ERR value is not a valid float\r\n",
+        ),
+        (
+            &["INCRBYFLOAT", "e", "inf"],
+            "-ERR increment would produce NaN or Infinity\r\n",
+        ),
+        (&["SET", "s", "hello"], "+OK\r\n"),
+        (
+            &["INCRBYFLOAT", "s", "1"],
+            "-ERR value is not a valid float\r\n",
+        ),
+        (&["SETRANGE", "s", "6", "World"], ":11\r\n"),
+        (&["GET", "s"], "$11\r\nhello\0World\r\n"),
+        (&["SETRANGE", "new", "3", "x"], ":4\r\n"),
+        (&["GET", "new"], "$4\r\n\0\0\0x\r\n"),
+        (
+            &["SETRANGE", "s", "-1", "x"],
+            "-ERR offset is out of range\r\n",
+        ),
+        (&["SETRANGE", "none", "5", ""], ":0\r\n"),
+        (&["EXISTS", "none"], ":0\r\n"),
+        (&["SUBSTR", "s", "0", "2"], "$3\r\nhel\r\n"),
+        (&["RENAME", "nokey", "x"], "-ERR no such key\r\n"),
+        (&["SET", "a", "1"], "+OK\r\n"),
+        (&["RENAME", "a", "b"], "+OK\r\n"),
+        (&["GET", "a"], "$-1\r\n"),
+        (&["GET", "b"], "$1\r\n1\r\n"),
+        (&["RENAME", "b", "b"], "+OK\r\n"),
+        (&["SET", "c", "2"], "+OK\r\n"),
+        (&["RENAMENX", "b", "c"], ":0\r\n"),
+        (&["RENAMENX", "b", "d"], ":1\r\n"),
+        (&["RENAMENX", "d", "d"], ":0\r\n"),
+        (&["COPY", "d", "e2"], ":1\r\n"),
+        (&["COPY", "d", "e2"], ":0\r\n"),
+        (&["SET", "d", "9"], "+OK\r\n"),
+        (&["COPY", "d", "e2", "REPLACE"], ":1\r\n"),
+        (&["GET", "e2"], "$1\r\n9\r\n"),
+        (
+            &["COPY", "d", "d"],
+            "-ERR source and destination objects are the same\r\n",
+        ),
+        (&["COPY", "missing", "x"], ":0\r\n"),
+        (&["COPY", "d", "y", "BOGUS"], "-ERR syntax error\r\n"),
+        (&["TOUCH", "d", "e2", "nope", "d"], ":3\r\n"),
+    ];
+    for (args, want) in cases {
+        assert_eq!(t.cmd(args), *want, "{args:?}");
+    }
+    // An offset past max-value-size is refused before anything is built.
+    assert!(t
+        .cmd(&["SETRANGE", "big", "1099511627776", "x"])
+        .starts_with("-ERR string exceeds maximum allowed size"));
+    assert_eq!(t.cmd(&["EXISTS", "big"]), ":0\r\n");
+}
+
 #[test]
 fn append_strlen_getdel_getset_setnx() {
     let mut t = T::new();

@@ -219,3 +219,93 @@ pub fn scan(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     }
     Ok(())
 }
+
+/// RENAME key newkey: moves the value, replacing what `newkey` held.
+pub fn rename(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    move_key(ctx, args.get(1), args.get(2), false)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// RENAMENX key newkey: 1 if moved, 0 if `newkey` exists.
+pub fn renamenx(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let moved = move_key(ctx, args.get(1), args.get(2), true)?;
+    ctx.out.int(i64::from(moved));
+    Ok(())
+}
+
+/// Moves `from` to `to` as one record (a delete and a put); false when
+/// `only_if_absent` and `to` exists. Redis's errors for a missing key.
+fn move_key(
+    ctx: &mut Ctx<'_>,
+    from: &[u8],
+    to: &[u8],
+    only_if_absent: bool,
+) -> Result<bool, CmdError> {
+    ctx.transact(|view| {
+        let Some(value) = view.value(from) else {
+            return (None, Err(CmdError::msg("ERR no such key")));
+        };
+        if from == to {
+            return (None, Ok(!only_if_absent));
+        }
+        if only_if_absent && view.contains_key(to) {
+            return (None, Ok(false));
+        }
+        let ops = vec![
+            BatchOp::Delete {
+                key: Bytes::copy_from_slice(from),
+            },
+            BatchOp::Put {
+                key: Bytes::copy_from_slice(to),
+                value: Bytes::copy_from_slice(value.bytes()),
+            },
+        ];
+        (Some(Mutation::Batch(ops)), Ok(true))
+    })?
+}
+
+/// COPY source destination [DB 0] [REPLACE]: 1 if copied; 0 if the source
+/// is missing or the destination exists (without REPLACE).
+pub fn copy(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let (from, to) = (args.get(1), args.get(2));
+    let mut replace = false;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args.get(i);
+        if opt.eq_ignore_ascii_case(b"REPLACE") {
+            replace = true;
+        } else if opt.eq_ignore_ascii_case(b"DB") && i + 1 < args.len() {
+            // walship has one database, as SELECT says.
+            if parse_int(args.get(i + 1))? != 0 {
+                return Err(CmdError::msg("ERR DB index is out of range"));
+            }
+            i += 1;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+        i += 1;
+    }
+    if from == to {
+        return Err(CmdError::msg(
+            "ERR source and destination objects are the same",
+        ));
+    }
+    let copied = ctx.transact(|view| {
+        let Some(value) = view.value(from) else {
+            return (None, false);
+        };
+        if !replace && view.contains_key(to) {
+            return (None, false);
+        }
+        (
+            Some(Mutation::Put {
+                key: Bytes::copy_from_slice(to),
+                value: Bytes::copy_from_slice(value.bytes()),
+            }),
+            true,
+        )
+    })?;
+    ctx.out.int(i64::from(copied));
+    Ok(())
+}

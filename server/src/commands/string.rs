@@ -305,3 +305,87 @@ pub fn getrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     }
     Ok(())
 }
+
+/// SETRANGE key offset value: overwrites part of the value, padding with
+/// zero bytes; the new length. An empty value changes nothing.
+pub fn setrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let offset = parse_int(args.get(2))?;
+    let patch = args.get(3);
+    let Ok(offset) = usize::try_from(offset) else {
+        return Err(CmdError::msg("ERR offset is out of range"));
+    };
+    // Checked before anything is allocated: an offset of 2^40 must not try.
+    let max = ctx.shared.config.max_value_bytes;
+    if !patch.is_empty() && offset as u64 + patch.len() as u64 > max {
+        return Err(CmdError::msg(format!(
+            "ERR string exceeds maximum allowed size (max-value-size, {max} bytes)"
+        )));
+    }
+    let len = ctx.transact(|view| {
+        let current = view.value(key).map(|v| v.bytes());
+        if patch.is_empty() {
+            return (None, current.map_or(0, <[u8]>::len));
+        }
+        let current = current.unwrap_or(b"");
+        let mut new = Vec::with_capacity(current.len().max(offset + patch.len()));
+        new.extend_from_slice(current);
+        if new.len() < offset + patch.len() {
+            new.resize(offset + patch.len(), 0);
+        }
+        new[offset..offset + patch.len()].copy_from_slice(patch);
+        let len = new.len();
+        (
+            Some(Mutation::Put {
+                key: Bytes::copy_from_slice(key),
+                value: Bytes::from(new),
+            }),
+            len,
+        )
+    })?;
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+/// A float as Redis's INCRBYFLOAT reads one: no surrounding space, no NaN.
+fn parse_float(arg: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(arg).ok()?;
+    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| !f.is_nan())
+}
+
+/// INCRBYFLOAT key increment: the new value, written as the shortest
+/// decimal that reads back as the same double (`10.5` + `0.1` = `10.6`).
+pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let key = args.get(1);
+    let not_float = || CmdError::msg("ERR value is not a valid float");
+    let delta = parse_float(args.get(2)).ok_or_else(not_float)?;
+    let value = ctx.transact(|view| {
+        let current = match view.value(key) {
+            None => 0.0,
+            Some(v) => match parse_float(v.bytes()) {
+                Some(f) => f,
+                None => return (None, Err(not_float())),
+            },
+        };
+        let new = current + delta;
+        if !new.is_finite() {
+            return (
+                None,
+                Err(CmdError::msg("ERR increment would produce NaN or Infinity")),
+            );
+        }
+        let text = Bytes::from(new.to_string());
+        (
+            Some(Mutation::Put {
+                key: Bytes::copy_from_slice(key),
+                value: text.clone(),
+            }),
+            Ok(text),
+        )
+    })?;
+    ctx.out.bulk(&value?);
+    Ok(())
+}
