@@ -876,6 +876,11 @@ impl Hub {
             // status report; counting it earlier would acknowledge
             // synchronous writes it could still lose.
             p.sent = sent;
+            // The standby reports nothing while a backup arrives: its
+            // silence is timed from the end of the transfer, or a backup
+            // longer than the standby timeout would end the stream as soon
+            // as it was sent.
+            p.last_reply = Instant::now();
         }
         // Reader: status reports from the standby.
         let (done_tx, mut done_rx) = watch::channel(None::<String>);

@@ -44,6 +44,9 @@ pub struct ReceiverConfig {
     pub listening_port: u16,
     /// Where rewinds are counted.
     pub rewinds: Arc<RewindCounters>,
+    /// End the link when the primary sends nothing for this long
+    /// (PostgreSQL's `wal_receiver_timeout`); `None` waits for ever.
+    pub primary_timeout: Option<Duration>,
 }
 
 /// What `INFO replication` shows about the link.
@@ -441,8 +444,19 @@ impl Receiver {
         reply_now: &Notify,
     ) -> Result<(), ReplError> {
         let mut pending = BytesMut::new();
+        let timeout = self.config.primary_timeout;
         loop {
-            let Some(msg) = read_message(rd, rbuf).await? else {
+            // A primary sends a keepalive every second: silence means the
+            // link is dead even if TCP has not noticed (a partition, a
+            // frozen host), and the standby must say so and reconnect.
+            let read = read_message(rd, rbuf);
+            let msg = match timeout {
+                None => read.await?,
+                Some(t) => tokio::time::timeout(t, read)
+                    .await
+                    .map_err(|_| ReplError::Timeout("any message from the primary"))??,
+            };
+            let Some(msg) = msg else {
                 return Err(ReplError::Closed);
             };
             self.status.lock().last_message = Some(Instant::now());

@@ -85,6 +85,7 @@ fn start_receiver(
             password: None,
             listening_port: 0,
             rewinds: Default::default(),
+            primary_timeout: Some(std::time::Duration::from_secs(30)),
         },
     );
     let (stop_tx, stop_rx) = watch::channel(false);

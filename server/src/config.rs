@@ -22,6 +22,10 @@ pub const DEFAULT_PORT: u16 = 7379;
 pub const DEFAULT_BIND: &str = "127.0.0.1";
 pub const DEFAULT_DATA_DIR: &str = "./walship-data";
 pub const DEFAULT_MAX_CLIENTS: u64 = 10_000;
+/// How long a standby waits for any message from its primary before it
+/// ends the link and reconnects (the primary's keepalives come every second).
+pub const DEFAULT_WAL_RECEIVER_TIMEOUT_MS: u64 = 30_000;
+
 /// Group-commit delay in microseconds (PostgreSQL's `commit_delay`); see
 /// docs/performance.md for how it was chosen.
 pub const DEFAULT_COMMIT_DELAY_US: u64 = 200;
@@ -230,6 +234,10 @@ pub struct ServerArgs {
     /// Give up waiting for synchronous standbys after this many ms; 0 waits for ever [default: 0]
     #[arg(long, value_name = "MS")]
     pub synchronous_commit_timeout_ms: Option<u64>,
+    /// On a standby: end the link to a primary silent this long (it sends a
+    /// keepalive every second) and reconnect; 0 = never [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub wal_receiver_timeout_ms: Option<u64>,
     /// Most WAL a replication slot may hold back, e.g. 1GiB; 0 = unlimited [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
@@ -289,6 +297,8 @@ pub struct FileConfig {
     pub synchronous_commit: Option<String>,
     #[serde(alias = "synchronous_commit_timeout_ms")]
     pub synchronous_commit_timeout_ms: Option<u64>,
+    #[serde(alias = "wal_receiver_timeout_ms")]
+    pub wal_receiver_timeout_ms: Option<u64>,
     #[serde(alias = "max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
     #[serde(alias = "commit_delay_us")]
@@ -337,6 +347,8 @@ pub struct ServerConfig {
     pub synchronous_standby_names: String,
     pub synchronous_commit: SynchronousCommit,
     pub synchronous_commit_timeout_ms: u64,
+    /// PostgreSQL's `wal_receiver_timeout`; 0 = never.
+    pub wal_receiver_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_slot_wal_keep_size_bytes: u64,
     /// Group-commit delay (PostgreSQL's `commit_delay`), in microseconds.
@@ -453,6 +465,10 @@ impl ServerConfig {
                 .synchronous_commit_timeout_ms
                 .or(file.synchronous_commit_timeout_ms)
                 .unwrap_or(0),
+            wal_receiver_timeout_ms: args
+                .wal_receiver_timeout_ms
+                .or(file.wal_receiver_timeout_ms)
+                .unwrap_or(DEFAULT_WAL_RECEIVER_TIMEOUT_MS),
             max_slot_wal_keep_size_bytes: size(
                 args.max_slot_wal_keep_size,
                 file.max_slot_wal_keep_size,

@@ -55,6 +55,8 @@ pub struct Replication {
     sync_commit: AtomicU8,
     /// 0 = wait for ever (PostgreSQL's behaviour).
     pub sync_timeout_ms: AtomicU64,
+    /// On a standby: how long the primary may be silent; 0 = for ever.
+    pub wal_receiver_timeout_ms: AtomicU64,
     /// This node's name, sent to primaries.
     pub name: String,
     /// Password to authenticate to a primary with (`CONFIG SET masterauth`).
@@ -90,6 +92,7 @@ impl Replication {
             role: RwLock::new(Role::Primary),
             sync_commit: AtomicU8::new(level_index(sync_commit)),
             sync_timeout_ms: AtomicU64::new(sync_timeout_ms),
+            wal_receiver_timeout_ms: AtomicU64::new(crate::config::DEFAULT_WAL_RECEIVER_TIMEOUT_MS),
             name,
             password: RwLock::new(password),
             store,
@@ -192,6 +195,10 @@ impl Replication {
                 password: self.password(),
                 listening_port,
                 rewinds: self.rewinds.clone(),
+                primary_timeout: match self.wal_receiver_timeout_ms.load(Ordering::Relaxed) {
+                    0 => None,
+                    ms => Some(std::time::Duration::from_millis(ms)),
+                },
             },
         );
         let (stop, stop_rx) = watch::channel(false);

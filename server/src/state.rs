@@ -62,6 +62,9 @@ impl Shared {
                 .clone()
                 .or_else(|| config.requirepass.clone()),
         );
+        replication
+            .wal_receiver_timeout_ms
+            .store(config.wal_receiver_timeout_ms, Ordering::Relaxed);
         Ok(Shared {
             replication,
             store,

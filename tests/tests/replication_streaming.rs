@@ -873,3 +873,54 @@ fn standbys_do_not_count_against_max_clients() {
         Reply::Bulk(Some(b"v".to_vec()))
     );
 }
+
+/// A primary that goes silent without closing the connection (a partition,
+/// a frozen host: here SIGSTOP) is noticed by its standby after
+/// `wal-receiver-timeout-ms`, as PostgreSQL's `wal_receiver_timeout`: the
+/// link shows down, and once the primary is back the standby reconnects
+/// and streams again. Before, the standby said `master_link_status:up` for
+/// as long as TCP kept the dead connection open.
+#[test]
+fn a_standby_notices_a_silent_primary_and_reconnects() {
+    let primary = start_primary(&[]);
+    let standby = start_standby(&primary, "s1", &["--wal-receiver-timeout-ms", "1500"]);
+    wait_streaming(&primary, "s1");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &primary.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    // Resume the primary whatever happens below.
+    struct Resume<'a>(&'a dyn Fn(&str));
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            (self.0)("-CONT");
+        }
+    }
+    let resume = Resume(&signal);
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || info(&standby).get("master_link_status") == Some("down"),
+        || {
+            format!(
+                "the standby still shows the link up: {:?}",
+                info(&standby).get("master_link_status")
+            )
+        },
+    );
+    drop(resume);
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("resume")
+        .query(&mut primary.connection())
+        .unwrap();
+    wait_caught_up(&primary, &[&standby]);
+    assert_eq!(info(&standby).get("master_link_status"), Some("up"));
+    assert_eq!(
+        standby.raw().command(&["GET", "after"]),
+        Reply::Bulk(Some(b"resume".to_vec()))
+    );
+}
