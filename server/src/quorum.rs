@@ -2,7 +2,8 @@
 //! QUORUMGET key` reads the key locally and from R - 1 standbys and returns
 //! the reply with the highest LSN ([`walship_replication::quorum::quorum_read`]).
 //!
-//! N is this node plus its connected standbys and R = W = a majority
+//! N is this node plus its standbys (every one with a replication slot
+//! here, or connected), and R = W = a majority
 //! ([`walship_replication::quorum::quorum_config`]). Each standby is asked
 //! over its client port with `WALSHIP GETLSN key` by the small RESP client
 //! below: one connection per standby, `AUTH` first when this node has a

@@ -924,3 +924,58 @@ fn a_standby_notices_a_silent_primary_and_reconnects() {
         Reply::Bulk(Some(b"resume".to_vec()))
     );
 }
+
+/// Quorum reads count every standby of the cluster (each with a replication
+/// slot), not only the connected ones: a primary cut off from its standbys
+/// answers NOQUORUM instead of shrinking its quorum to itself and serving
+/// what may be a deposed node's state. Dropping the slots (the standbys
+/// left the cluster for good) shrinks it again.
+#[test]
+fn quorum_reads_count_the_standbys_that_are_gone() {
+    let primary = start_primary(&[]);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    let mut s2 = start_standby(&primary, "s2", &[]);
+    let mut con = primary.raw();
+    assert_eq!(con.command(&["SET", "k", "v"]), Reply::Simple("OK".into()));
+    wait_caught_up(&primary, &[&s1, &s2]);
+    let quorum_n =
+        |con: &mut walship_tests::resp::RawConn| match con.command(&["WALSHIP", "QUORUM"]) {
+            Reply::Array(Some(items)) => items
+                .chunks(2)
+                .find(|kv| kv[0] == Reply::Bulk(Some(b"n".to_vec())))
+                .map(|kv| kv[1].clone()),
+            Reply::Map(items) => items
+                .into_iter()
+                .find(|(k, _)| *k == Reply::Bulk(Some(b"n".to_vec())))
+                .map(|(_, v)| v),
+            other => panic!("WALSHIP QUORUM replied {other:?}"),
+        };
+    assert_eq!(quorum_n(&mut con), Some(Reply::Integer(3)));
+    assert_eq!(
+        con.command(&["WALSHIP", "QUORUMGET", "k"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+    let _ = s1.terminate();
+    let _ = s2.terminate();
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || primary.raw().command(&["WALSHIP", "REPLICAS"]) == Reply::Array(Some(vec![])),
+        || "the primary still lists its standbys".into(),
+    );
+    assert_eq!(quorum_n(&mut con), Some(Reply::Integer(3)));
+    match con.command(&["WALSHIP", "QUORUMGET", "k"]) {
+        Reply::Error(e) => assert!(e.starts_with("NOQUORUM"), "{e}"),
+        other => panic!("a primary without its standbys answered a quorum read: {other:?}"),
+    }
+    for name in ["s1", "s2"] {
+        assert_eq!(
+            con.command(&["WALSHIP", "DROPSLOT", name]),
+            Reply::Simple("OK".into())
+        );
+    }
+    assert_eq!(quorum_n(&mut con), Some(Reply::Integer(1)));
+    assert_eq!(
+        con.command(&["WALSHIP", "QUORUMGET", "k"]),
+        Reply::Bulk(Some(b"v".to_vec()))
+    );
+}

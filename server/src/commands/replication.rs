@@ -414,17 +414,37 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
     }
 }
 
-/// The quorum sizes for this node and its connected standbys.
+/// The quorum sizes for this node and the standbys of its cluster: every
+/// standby with a replication slot here (each that ever streamed from it,
+/// until its slot is dropped) or connected now. Not only the connected
+/// ones: a primary cut off from its standbys must not shrink its quorum to
+/// itself and answer from its own, possibly deposed, state.
 fn current_quorum(shared: &Shared) -> walship_replication::quorum::QuorumConfig {
     let standbys = if shared.replication.is_standby() {
         0
     } else {
-        shared.replication.hub.standby_views().len()
+        let mut names: std::collections::BTreeSet<String> = shared
+            .replication
+            .slots
+            .list()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        names.extend(
+            shared
+                .replication
+                .hub
+                .standby_views()
+                .into_iter()
+                .map(|v| v.name),
+        );
+        names.len()
     };
     walship_replication::quorum::quorum_config(1 + standbys).expect("n >= 1")
 }
 
-/// `WALSHIP QUORUM`: {n, w, r} with N = this node + its connected standbys.
+/// `WALSHIP QUORUM`: {n, w, r} with N = this node + its standbys (see
+/// [`current_quorum`]).
 fn quorum_sizes(ctx: &mut Ctx<'_>) -> CmdResult {
     let q = current_quorum(ctx.shared);
     ctx.out.map(3);
@@ -441,7 +461,7 @@ fn quorum_sizes(ctx: &mut Ctx<'_>) -> CmdResult {
 /// [`crate::quorum::QUORUM_READ_TIMEOUT`].
 fn quorum_get(ctx: &mut Ctx<'_>, key: &[u8]) -> CmdResult {
     use crate::quorum::{ask_peers, decide, peers, QUORUM_READ_TIMEOUT};
-    use walship_replication::quorum::{quorum_config, QuorumError};
+    use walship_replication::quorum::QuorumError;
 
     let shared = ctx.shared.clone();
     if shared.replication.is_standby() {
@@ -450,7 +470,7 @@ fn quorum_get(ctx: &mut Ctx<'_>, key: &[u8]) -> CmdResult {
         ));
     }
     let views = shared.replication.hub.standby_views();
-    let q = quorum_config(1 + views.len()).expect("n >= 1");
+    let q = current_quorum(&shared);
     let engine = shared.store.engine();
     // Absent here as of (at least) the WAL end read before the lookup.
     let horizon = engine.end_lsn();
