@@ -1,7 +1,10 @@
 //! The control file: the identity of a data directory.
 //!
 //! `<data-dir>/control` holds the cluster id (random at `initdb` time, shared
-//! by every node of one cluster) and the current epoch. It is replaced
+//! by every node of one cluster) and the epoch it was written with (1 at
+//! initialisation, the primary's at a base backup); the current epoch is
+//! the last entry of the `epochs` file, and this one is used only when that
+//! file is missing. It is replaced
 //! atomically (temporary file, fsync, rename, directory fsync).
 //!
 //! Layout, little-endian: magic `WSHPCTRL` (8), version u32, reserved u32,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 pub enum WriteError {
     /// An fsync or WAL write failed earlier; the engine refuses every write
     /// since, because a retried fsync can report success for lost data.
-    #[error("writes refused: the WAL is poisoned by an earlier failure ({0}); reads go on; restart walship so recovery can verify the WAL")]
+    #[error("writes refused: the WAL is poisoned by an earlier failure ({0}); restart walship so recovery can verify the WAL")]
     Poisoned(Arc<str>),
     /// No space to allocate the WAL segment the write needs. Nothing was written.
     #[error("disk full: cannot allocate WAL segment {path}: {detail}; nothing was written; free space and retry")]

@@ -452,7 +452,7 @@ pub fn render_prometheus(shared: &Shared) -> String {
     counter(
         &mut out,
         "walship_durability_failures_total",
-        "Batches whose writes could not be made durable (clients got errors).",
+        "Batches whose writes got an error instead of OK: not made durable, or not confirmed by the standbys in time (synchronous-commit-timeout-ms).",
         load(&m.durability_failures),
     );
 

@@ -72,7 +72,14 @@ pub fn walship(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             Ok(())
         }
         (b"GETLSN", 3) => {
-            match ctx.shared.store.engine().get_entry(args.get(2)) {
+            // A read like GET: refused while not consistent, and its reply
+            // waits until what it saw is durable here.
+            if let Some(why) = ctx.shared.replication.not_consistent() {
+                return Err(CmdError::msg(format!("LOADING walship {why}")));
+            }
+            let entry = ctx.shared.store.engine().get_entry(args.get(2));
+            ctx.read_fence = Some(ctx.shared.store.end_lsn());
+            match entry {
                 Some(e) => {
                     ctx.out.array(2);
                     ctx.out.bulk(&e.value);
