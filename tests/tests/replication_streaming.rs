@@ -399,6 +399,10 @@ fn a_standby_without_its_first_base_backup_serves_nothing_and_cannot_be_promoted
         Some("1"),
         "Redis's loading flag"
     );
+    assert!(
+        matches!(con.command(&["WALSHIP", "GETLSN", "important"]), Reply::Error(e) if e.starts_with("LOADING")),
+        "GETLSN is a read like GET"
+    );
     match con.command(&["REPLICAOF", "NO", "ONE"]) {
         Reply::Error(e) => assert!(
             e.contains("cannot be promoted") && e.contains("base backup"),
