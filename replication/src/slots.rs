@@ -78,6 +78,12 @@ impl Slots {
         let mut slots = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(at(&dir))? {
             let path = entry.map_err(at(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                // A slot update cut short (a crash, a full disk): the slot
+                // file it was to replace is still whole.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(name_of) else {
                 continue;
             };
@@ -176,15 +182,26 @@ impl Slots {
     fn persist(&self, slot: &Slot) -> io::Result<()> {
         let path = self.dir.join(file_name(&slot.name));
         let tmp = path.with_extension("tmp");
-        {
+        let at = |p: &Path| {
+            let p = p.display().to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{p}: {e}"))
+        };
+        let written = (|| {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&encode(slot))?;
-            f.sync_data()?;
+            f.sync_data()
+        })();
+        if let Err(e) = written {
+            // A full disk must not leave half-written files behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(at(&tmp)(e));
         }
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path).map_err(at(&path))?;
         // IMPORTANT: fsync the directory, or the slot may vanish and with it the WAL it protects.
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(at(&self.dir))
     }
 }
 
@@ -247,5 +264,24 @@ mod tests {
         assert_eq!(reopened.min_retained_lsn(1500), Some(500));
         assert!(reopened.drop_slot("b").unwrap());
         assert_eq!(reopened.min_retained_lsn(1500), Some(1400));
+    }
+
+    /// A slot update cut short leaves `<name>.tmp` beside the whole slot
+    /// file: the next open removes it and keeps the slot.
+    #[test]
+    fn a_leftover_temporary_slot_file_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = Slots::open(dir.path(), 0).unwrap();
+        slots.acquire("s1", 100).unwrap();
+        drop(slots);
+        let tmp = dir
+            .path()
+            .join("slots")
+            .join(file_name("s1"))
+            .with_extension("tmp");
+        std::fs::write(&tmp, b"half").unwrap();
+        let reopened = Slots::open(dir.path(), 0).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(reopened.list().len(), 1);
     }
 }

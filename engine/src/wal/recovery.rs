@@ -462,7 +462,7 @@ pub(crate) fn recover(
             tracing::warn!(
                 file = %seg.path.display(), offset = seg.file_offset(lsn), lsn, bytes = torn_bytes,
                 reason = reason.unwrap_or("garbage after the end"),
-                "torn WAL tail: zeroing an incomplete write that was never acknowledged"
+                "torn WAL tail: nothing valid follows, so it is taken for an interrupted write that was never acknowledged, and zeroed"
             );
             zero_range(&stream, lsn, last + 1)?;
         }

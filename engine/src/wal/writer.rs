@@ -720,7 +720,23 @@ impl Wal {
                 }
                 return Ok(());
             }
-            self.activate_segment(alloc_end, epoch)?;
+            if let Err(e) = self.activate_segment(alloc_end, epoch) {
+                // The client gets the error; the operator needs it too, but
+                // not once per refused write while the disk stays full.
+                static LOGGED_AT_SECS: AtomicU64 = AtomicU64::new(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let last = LOGGED_AT_SECS.load(Ordering::Relaxed);
+                if now >= last + 10
+                    && LOGGED_AT_SECS
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::error!(error = %e, "writes refused: cannot allocate the next WAL segment (logged at most every 10 s)");
+                }
+                return Err(e);
+            }
         }
     }
 
