@@ -144,9 +144,16 @@ pub async fn serve(
     }
     let port = conn.client.replicate.take()?;
     registration.uncount();
-    let Connection { stream, rbuf, .. } = conn;
+    conn.client.info.is_replica.store(true, Ordering::Relaxed);
+    let Connection {
+        stream,
+        rbuf,
+        client,
+        ..
+    } = conn;
     Some(ReplicationStream {
         _registration: registration,
+        info: client.info,
         stream,
         rbuf,
         port,
@@ -156,6 +163,7 @@ pub async fn serve(
 /// A client connection that became a standby's replication stream.
 pub struct ReplicationStream {
     _registration: Registration,
+    info: Arc<ClientInfo>,
     stream: TcpStream,
     /// Bytes read past the `WALSHIP STREAM` command.
     rbuf: BytesMut,
@@ -169,8 +177,13 @@ impl ReplicationStream {
         let (shared, id) = (&self._registration.shared, self._registration.id);
         let addr = self.stream.peer_addr().ok();
         let hub = shared.replication.hub.clone();
-        if let Err(e) = hub.serve(self.stream, self.rbuf, Some(self.port)).await {
-            tracing::debug!(client = id, ?addr, error = %e, "replication stream ended");
+        tokio::select! {
+            r = hub.serve(self.stream, self.rbuf, Some(self.port)) => if let Err(e) = r {
+                tracing::debug!(client = id, ?addr, error = %e, "replication stream ended");
+            },
+            _ = self.info.killed.notified() => {
+                tracing::info!(client = id, ?addr, "replication stream closed by CLIENT KILL");
+            }
         }
     }
 }
@@ -194,6 +207,7 @@ impl Connection {
             let n = tokio::select! {
                 r = self.stream.read_buf(&mut self.rbuf) => r?,
                 _ = shutdown.changed() => return Ok(()),
+                _ = self.client.info.killed.notified() => return Ok(()),
             };
             if n == 0 {
                 return Ok(());
@@ -381,6 +395,7 @@ impl Connection {
                     biased;
                     r = acknowledged => r,
                     e = hangup(&mut self.stream, &mut self.rbuf, &self.shared) => return Err(e),
+                    _ = self.client.info.killed.notified() => return Err(killed()),
                 }
             } else {
                 acknowledged.await
@@ -495,6 +510,7 @@ impl Connection {
             biased;
             r = waited => r,
             e = hangup(&mut self.stream, &mut self.rbuf, shared) => return Err(e),
+            _ = self.client.info.killed.notified() => return Err(killed()),
         };
         match result {
             Ok(n) => self.out.int(n),
@@ -566,6 +582,7 @@ impl Connection {
                     0 => return Err(io::ErrorKind::WriteZero.into()),
                     n => written += n,
                 },
+                _ = client.info.killed.notified() => return Err(killed()),
                 r = rd.read_buf(rbuf), if can_read => match r? {
                     0 => input_open = false,
                     n => {
@@ -627,6 +644,11 @@ async fn wait_acknowledged(
     let remote = shared.replication.wait_confirmed(lsn, level);
     let (local, remote) = tokio::join!(local, remote);
     local.and(remote)
+}
+
+/// The error that ends a connection closed by CLIENT KILL.
+fn killed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "closed by CLIENT KILL")
 }
 
 /// Completes when the client hangs up (or its socket fails), with the

@@ -157,6 +157,11 @@ pub struct ClientInfo {
     pub resp: AtomicU8,
     pub query_buffer_bytes: AtomicU64,
     pub output_buffer_bytes: AtomicU64,
+    /// The connection carries a standby's replication stream.
+    pub is_replica: AtomicBool,
+    /// CLIENT KILL: the connection closes at the next chance (also while a
+    /// reply waits for standbys).
+    pub killed: tokio::sync::Notify,
 }
 
 /// The registry of connected clients.
@@ -202,6 +207,8 @@ impl Clients {
             resp: AtomicU8::new(2),
             query_buffer_bytes: AtomicU64::new(0),
             output_buffer_bytes: AtomicU64::new(0),
+            is_replica: AtomicBool::new(false),
+            killed: tokio::sync::Notify::new(),
         });
         self.map.lock().insert(id, info.clone());
         info

@@ -573,3 +573,106 @@ fn the_client_port_listens_with_redis_backlog() {
         .collect();
     assert_eq!(backlog, ["511"], "ss -ltn said:\n{text}");
 }
+
+fn client_id(raw: &mut walship_tests::resp::RawConn) -> i64 {
+    match raw.command(&["CLIENT", "ID"]) {
+        Reply::Integer(id) => id,
+        other => panic!("CLIENT ID replied {other:?}"),
+    }
+}
+
+/// CLIENT KILL in Redis's two forms closes the connection named, also one
+/// whose write waits for a synchronous standby that is not there.
+#[test]
+fn client_kill_closes_the_connections_it_names() {
+    let server = walship_tests::TestServer::start_with(walship_tests::ServerOptions {
+        extra_args: vec![
+            "--synchronous-standby-names".into(),
+            "FIRST 1 (absent)".into(),
+            "--synchronous-commit".into(),
+            "local".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("start walship");
+    let mut admin = server.raw();
+
+    // By id: the other connection is closed, the caller spared.
+    let mut victim = server.raw();
+    let id = client_id(&mut victim).to_string();
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", &id]),
+        Reply::Integer(1)
+    );
+    assert!(
+        victim.read_until_closed().is_ok(),
+        "the killed connection is closed"
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", "999999"]),
+        Reply::Integer(0)
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", "0"]),
+        Reply::Error("ERR client-id should be greater than 0".into())
+    );
+
+    // By address (the old form).
+    let mut victim = server.raw();
+    let info = victim.command(&["CLIENT", "INFO"]).text();
+    let addr = info
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("addr="))
+        .expect("addr= in CLIENT INFO")
+        .to_string();
+    assert_eq!(admin.command(&["CLIENT", "KILL", &addr]), ok());
+    assert!(victim.read_until_closed().is_ok());
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "127.0.0.1:1"]),
+        Reply::Error("ERR No such client".into())
+    );
+
+    // A client whose write waits for its (absent) standby.
+    let mut waiting = server.raw();
+    assert_eq!(
+        waiting.command(&["WALSHIP", "SYNCHRONOUS_COMMIT", "on"]),
+        ok()
+    );
+    let id = client_id(&mut waiting).to_string();
+    waiting
+        .send(&walship_tests::resp::encode(&["SET", "k", "v"]))
+        .unwrap();
+    let blocked = |admin: &mut walship_tests::resp::RawConn| {
+        let info = admin.command(&["INFO", "clients"]).text();
+        info.lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .map(|n| n.trim().to_string())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blocked(&mut admin).as_deref() != Some("1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", &id]),
+        Reply::Integer(1)
+    );
+    let rest = waiting.read_until_closed().expect("closed");
+    assert!(
+        rest.is_empty(),
+        "no reply to the unconfirmed write: {rest:?}"
+    );
+    assert_eq!(blocked(&mut admin).as_deref(), Some("0"));
+
+    // SKIPME no: the caller itself, after its reply.
+    let mut me = server.raw();
+    let id = client_id(&mut me).to_string();
+    assert_eq!(
+        me.command(&["CLIENT", "KILL", "ID", &id, "SKIPME", "no"]),
+        Reply::Integer(1)
+    );
+    assert!(me.read_until_closed().is_ok());
+}

@@ -222,6 +222,96 @@ pub fn refused_transaction(client: &mut ClientState, name: &[u8]) -> Option<Resu
     None
 }
 
+/// CLIENT KILL, both of Redis's forms: `CLIENT KILL ip:port` (+OK, or an
+/// error when no client has that address) and `CLIENT KILL <filter> <value>
+/// ...` (how many were killed; the caller is spared unless `SKIPME no`). A
+/// killed client is closed at once, even while its reply waits for
+/// standbys; a standby's replication stream can be killed too (`TYPE
+/// replica`), and reconnects.
+fn client_kill(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
+    let me = ctx.client.info.id;
+    let clients = ctx.shared.clients.list();
+    let text = |i: usize| String::from_utf8_lossy(args.get(i)).into_owned();
+    if args.len() == 3 {
+        let addr = text(2);
+        let Some(c) = clients.iter().find(|c| c.addr.to_string() == addr) else {
+            return Err(CmdError::msg("ERR No such client"));
+        };
+        c.killed.notify_one();
+        ctx.out.ok();
+        return Ok(());
+    }
+    if !args.len().is_multiple_of(2) {
+        return Err(CmdError::Syntax);
+    }
+    type Filter = Box<dyn Fn(&ClientInfo) -> bool>;
+    let mut filters: Vec<Filter> = Vec::new();
+    let mut skip_me = true;
+    for i in (2..args.len()).step_by(2) {
+        let (opt, value) = (args.get(i), text(i + 1));
+        let opt_is = |s: &[u8]| opt.eq_ignore_ascii_case(s);
+        if opt_is(b"ID") {
+            let id = parse_int(args.get(i + 1))
+                .ok()
+                .filter(|&id| id > 0)
+                .ok_or_else(|| CmdError::msg("ERR client-id should be greater than 0"))?;
+            filters.push(Box::new(move |c| c.id == id as u64));
+        } else if opt_is(b"ADDR") {
+            filters.push(Box::new(move |c| c.addr.to_string() == value));
+        } else if opt_is(b"LADDR") {
+            filters.push(Box::new(move |c| c.laddr.to_string() == value));
+        } else if opt_is(b"USER") {
+            // One user, `default`, as AUTH and HELLO know it.
+            let default = value == "default";
+            filters.push(Box::new(move |_| default));
+        } else if opt_is(b"TYPE") {
+            let kind = value.to_ascii_lowercase();
+            let replica = match kind.as_str() {
+                "normal" => false,
+                "replica" | "slave" => true,
+                // No pub/sub, and a primary's link is not a client here.
+                "master" | "pubsub" => {
+                    filters.push(Box::new(|_| false));
+                    continue;
+                }
+                _ => return Err(CmdError::msg(format!("ERR Unknown client type '{value}'"))),
+            };
+            filters.push(Box::new(move |c| {
+                c.is_replica.load(Ordering::Relaxed) == replica
+            }));
+        } else if opt_is(b"MAXAGE") {
+            let secs = parse_int(args.get(i + 1))?;
+            filters.push(Box::new(move |c| {
+                c.created.elapsed().as_secs() as i64 >= secs
+            }));
+        } else if opt_is(b"SKIPME") {
+            skip_me = if value.eq_ignore_ascii_case("yes") {
+                true
+            } else if value.eq_ignore_ascii_case("no") {
+                false
+            } else {
+                return Err(CmdError::Syntax);
+            };
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let mut killed = 0;
+    for c in &clients {
+        if (skip_me && c.id == me) || !filters.iter().all(|f| f(c)) {
+            continue;
+        }
+        if c.id == me {
+            ctx.client.close_after_reply = true;
+        } else {
+            c.killed.notify_one();
+        }
+        killed += 1;
+    }
+    ctx.out.int(killed);
+    Ok(())
+}
+
 pub fn reset(ctx: &mut Ctx<'_>, _args: Args<'_>) -> CmdResult {
     ctx.client.in_refused_multi = false;
     ctx.out.set_protocol(Protocol::Resp2);
@@ -315,6 +405,11 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             client_line(&c, &mut text);
         }
         ctx.out.verbatim("txt", text.as_bytes());
+    } else if is(b"KILL") {
+        if n < 3 {
+            return Err(CmdError::arity("client|kill"));
+        }
+        client_kill(ctx, args)?;
     } else if is(b"INFO") {
         if n != 2 {
             return Err(CmdError::arity("client|info"));
@@ -343,6 +438,11 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
                 "GETNAME",
                 "ID",
                 "INFO",
+                "KILL <ip:port>",
+                "KILL <option> <value> [<option> <value> [...]]",
+                "    Kill connections. Options: ID <client-id>, ADDR <ip:port>,",
+                "    LADDR <ip:port>, USER default, TYPE (NORMAL|REPLICA|MASTER|PUBSUB),",
+                "    MAXAGE <seconds>, SKIPME (YES|NO).",
                 "LIST",
                 "SETINFO <LIB-NAME|LIB-VER> <value>",
                 "SETNAME <name>",
