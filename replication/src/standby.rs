@@ -44,9 +44,10 @@ pub struct ReceiverConfig {
     pub listening_port: u16,
     /// Where rewinds are counted.
     pub rewinds: Arc<RewindCounters>,
-    /// End the link when the primary sends nothing for this long
-    /// (PostgreSQL's `wal_receiver_timeout`); `None` waits for ever.
-    pub primary_timeout: Option<Duration>,
+    /// End the link when the primary sends nothing for this many ms
+    /// (PostgreSQL's `wal_receiver_timeout`); 0 waits for ever. Read at each
+    /// wait, so a change applies at once.
+    pub primary_timeout_ms: Arc<AtomicU64>,
 }
 
 /// What `INFO replication` shows about the link.
@@ -444,8 +445,11 @@ impl Receiver {
         reply_now: &Notify,
     ) -> Result<(), ReplError> {
         let mut pending = BytesMut::new();
-        let timeout = self.config.primary_timeout;
         loop {
+            let timeout = match self.config.primary_timeout_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            };
             // A primary sends a keepalive every second: silence means the
             // link is dead even if TCP has not noticed (a partition, a
             // frozen host), and the standby must say so and reconnect.

@@ -85,7 +85,7 @@ fn start_receiver(
             password: None,
             listening_port: 0,
             rewinds: Default::default(),
-            primary_timeout: Some(std::time::Duration::from_secs(30)),
+            primary_timeout_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(30_000)),
         },
     );
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -56,7 +56,7 @@ pub struct Replication {
     /// 0 = wait for ever (PostgreSQL's behaviour).
     pub sync_timeout_ms: AtomicU64,
     /// On a standby: how long the primary may be silent; 0 = for ever.
-    pub wal_receiver_timeout_ms: AtomicU64,
+    pub wal_receiver_timeout_ms: Arc<AtomicU64>,
     /// This node's name, sent to primaries.
     pub name: String,
     /// Password to authenticate to a primary with (`CONFIG SET masterauth`).
@@ -92,7 +92,9 @@ impl Replication {
             role: RwLock::new(Role::Primary),
             sync_commit: AtomicU8::new(level_index(sync_commit)),
             sync_timeout_ms: AtomicU64::new(sync_timeout_ms),
-            wal_receiver_timeout_ms: AtomicU64::new(crate::config::DEFAULT_WAL_RECEIVER_TIMEOUT_MS),
+            wal_receiver_timeout_ms: Arc::new(AtomicU64::new(
+                crate::config::DEFAULT_WAL_RECEIVER_TIMEOUT_MS,
+            )),
             name,
             password: RwLock::new(password),
             store,
@@ -195,10 +197,7 @@ impl Replication {
                 password: self.password(),
                 listening_port,
                 rewinds: self.rewinds.clone(),
-                primary_timeout: match self.wal_receiver_timeout_ms.load(Ordering::Relaxed) {
-                    0 => None,
-                    ms => Some(std::time::Duration::from_millis(ms)),
-                },
+                primary_timeout_ms: self.wal_receiver_timeout_ms.clone(),
             },
         );
         let (stop, stop_rx) = watch::channel(false);

@@ -221,6 +221,25 @@ const PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "wal_receiver_timeout_ms",
+        get: |s| {
+            s.replication
+                .wal_receiver_timeout_ms
+                .load(Ordering::Relaxed)
+                .to_string()
+        },
+        set: Some(|s, v| {
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{v}' is not a number of milliseconds (0 waits for ever)"))?;
+            s.replication
+                .wal_receiver_timeout_ms
+                .store(ms, Ordering::Relaxed);
+            Ok(())
+        }),
+    },
+    Param {
         name: "max_slot_wal_keep_size",
         get: |s| s.replication.slots.max_keep_bytes().to_string(),
         set: Some(|s, v| {
@@ -633,6 +652,15 @@ mod tests {
             );
         }
         assert_eq!(t.get("synchronous_commit_timeout_ms"), "250");
+
+        assert_eq!(t.get("wal_receiver_timeout_ms"), "30000");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "wal-receiver-timeout-ms", "5000"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.get("wal_receiver_timeout_ms"), "5000");
+        let bad = t.cmd(&["CONFIG", "SET", "wal_receiver_timeout_ms", "5s"]);
+        assert!(bad.contains("is not a number of milliseconds"), "{bad:?}");
     }
 
     #[test]
