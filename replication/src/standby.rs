@@ -45,8 +45,8 @@ pub struct ReceiverConfig {
     /// Where rewinds are counted.
     pub rewinds: Arc<RewindCounters>,
     /// End the link when the primary sends nothing for this many ms
-    /// (PostgreSQL's `wal_receiver_timeout`); 0 waits for ever. Read at each
-    /// wait, so a change applies at once.
+    /// (PostgreSQL's `wal_receiver_timeout`); 0 waits for ever. Read before each
+    /// wait for a message, so a change applies from the next one.
     pub primary_timeout_ms: Arc<AtomicU64>,
 }
 
