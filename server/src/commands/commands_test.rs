@@ -178,6 +178,38 @@ fn set_with_expiry_is_refused_and_changes_nothing() {
     t.cmd(&["SET", "k", "v"]);
     assert_eq!(t.cmd(&["TTL", "k"]), ":-1\r\n");
     assert_eq!(t.cmd(&["PTTL", "k"]), ":-1\r\n");
+    // Malformed times and options get Redis's errors (compared with Redis
+    // 7.0 side by side), not the expiry refusal.
+    let redis_says: &[(&[&str], &str)] = &[
+        (
+            &["SET", "b", "1", "EX", "abc"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            &["SET", "b", "1", "EX", "0"],
+            "-ERR invalid expire time in 'set' command\r\n",
+        ),
+        (&["GETEX", "k", "PERSIST", "PERSIST"], "$1\r\nv\r\n"),
+        (&["GETEX", "k", "BOGUS"], "-ERR syntax error\r\n"),
+        (
+            &["GETEX", "k", "EX", "abc"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            &["GETEX", "k", "EX", "-5"],
+            "-ERR invalid expire time in 'getex' command\r\n",
+        ),
+        (
+            &["GETEX", "k", "EX", "10", "PERSIST"],
+            "-ERR syntax error\r\n",
+        ),
+    ];
+    for (args, want) in redis_says {
+        assert_eq!(t.cmd(args), *want, "{args:?}");
+    }
+    assert!(t
+        .cmd(&["GETEX", "k", "EX", "10"])
+        .starts_with("-ERR key expiry is not supported"));
 }
 
 /// SHUTDOWN with both SAVE and NOSAVE is a syntax error, as in Redis: a

@@ -51,6 +51,8 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             && !expiry
             && !keep_ttl
         {
+            // As Redis, a bad time is refused as such before anything else.
+            expiry_time(args.get(i + 1), "set")?;
             expiry = true;
             i += 1;
         } else {
@@ -136,13 +138,44 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// GETEX without options is GET; any option would touch expiry.
+/// An expiry time argument, checked as Redis checks it (an integer > 0),
+/// so that a malformed one gets Redis's error rather than walship's.
+fn expiry_time(arg: &[u8], command: &str) -> Result<i64, CmdError> {
+    let t = parse_int(arg)?;
+    if t <= 0 {
+        return Err(CmdError::msg(format!(
+            "ERR invalid expire time in '{command}' command"
+        )));
+    }
+    Ok(t)
+}
+
+/// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST], parsed as Redis
+/// parses it: without a time (or with PERSIST: keys have no time to live)
+/// it is GET; a well-formed time is refused, expiry being unsupported.
 pub fn getex(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
-    if args.len() > 2 {
-        let opt = args.get(2);
-        if args.len() == 3 && opt.eq_ignore_ascii_case(b"PERSIST") {
-            return get(ctx, args);
+    let (mut persist, mut expiry) = (false, false);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args.get(i);
+        if opt.eq_ignore_ascii_case(b"PERSIST") && !expiry {
+            persist = true;
+        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
+            .iter()
+            .any(|o| opt.eq_ignore_ascii_case(o))
+            && i + 1 < args.len()
+            && !expiry
+            && !persist
+        {
+            expiry_time(args.get(i + 1), "getex")?;
+            expiry = true;
+            i += 1;
+        } else {
+            return Err(CmdError::Syntax);
         }
+        i += 1;
+    }
+    if expiry {
         return Err(CmdError::msg(EXPIRY_UNSUPPORTED));
     }
     get(ctx, args)
