@@ -426,7 +426,7 @@ fn requirepass_gates_every_command_until_auth() {
     );
     assert!(t
         .cmd(&["HELLO", "3"])
-        .starts_with("-NOAUTH HELLO must be called with the client already authenticated"));
+        .starts_with("-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option"));
     assert_eq!(t.cmd(&["AUTH", "s3cret"]), "+OK\r\n");
     assert_eq!(t.cmd(&["PING"]), "+PONG\r\n");
 
@@ -534,6 +534,23 @@ fn connection_commands() {
     assert!(list.contains(&format!("id={id} ")), "{list}");
     assert!(list.contains("name=worker "), "{list}");
     assert!(list.contains("lib-name=redis-rs"), "{list}");
+    // One filter, as Redis 7.0 (compared side by side).
+    let by_id = t.cmd(&["CLIENT", "LIST", "ID", &id.to_string(), "999"]);
+    assert!(by_id.contains(&format!("id={id} ")), "{by_id}");
+    assert_eq!(by_id.matches("id=").count(), 1, "{by_id}");
+    assert_eq!(t.cmd(&["CLIENT", "LIST", "ID", "999"]), "$0\r\n\r\n");
+    assert_eq!(
+        t.cmd(&["CLIENT", "LIST", "ID", "abc"]),
+        "-ERR Invalid client ID\r\n"
+    );
+    assert!(t
+        .cmd(&["CLIENT", "LIST", "TYPE", "normal"])
+        .contains(&format!("id={id} ")));
+    assert_eq!(t.cmd(&["CLIENT", "LIST", "TYPE", "replica"]), "$0\r\n\r\n");
+    assert_eq!(
+        t.cmd(&["CLIENT", "LIST", "TYPE", "normal", "ID", "1"]),
+        "-ERR syntax error\r\n"
+    );
     assert_eq!(t.cmd(&["QUIT"]), "+OK\r\n");
     assert!(t.client.close_after_reply);
 }

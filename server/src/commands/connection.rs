@@ -128,7 +128,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     }
     if !ctx.client.authenticated {
         return Err(CmdError::msg(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> \
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO \
              AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol \
              version at the same time",
         ));
@@ -397,12 +397,34 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         }
         ctx.out.ok();
     } else if is(b"LIST") {
-        if n != 2 && !(n == 4 && args.get(2).eq_ignore_ascii_case(b"TYPE")) {
+        // CLIENT LIST [TYPE normal|replica|master|pubsub | ID id [id ...]],
+        // one filter or none, as Redis 7.0.
+        let mut ids: Option<Vec<i64>> = None;
+        let mut replica: Option<bool> = None;
+        let mut none = false;
+        if n == 4 && args.get(2).eq_ignore_ascii_case(b"TYPE") {
+            let kind = String::from_utf8_lossy(args.get(3)).to_ascii_lowercase();
+            match kind.as_str() {
+                "normal" => replica = Some(false),
+                "replica" | "slave" => replica = Some(true),
+                // Neither exists here: nothing to list.
+                "master" | "pubsub" => none = true,
+                _ => return Err(CmdError::msg(format!("ERR Unknown client type '{kind}'"))),
+            }
+        } else if n >= 4 && args.get(2).eq_ignore_ascii_case(b"ID") {
+            let list: Result<Vec<i64>, _> = args.iter().skip(3).map(parse_int).collect();
+            ids = Some(list.map_err(|_| CmdError::msg("ERR Invalid client ID"))?);
+        } else if n != 2 {
             return Err(CmdError::Syntax);
         }
         let mut text = String::new();
         for c in ctx.shared.clients.list() {
-            client_line(&c, &mut text);
+            let wanted = !none
+                && ids.as_ref().is_none_or(|ids| ids.contains(&(c.id as i64)))
+                && replica.is_none_or(|r| c.is_replica.load(Ordering::Relaxed) == r);
+            if wanted {
+                client_line(&c, &mut text);
+            }
         }
         ctx.out.verbatim("txt", text.as_bytes());
     } else if is(b"KILL") {
@@ -443,7 +465,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
                 "    Kill connections. Options: ID <client-id>, ADDR <ip:port>,",
                 "    LADDR <ip:port>, USER default, TYPE (NORMAL|REPLICA|MASTER|PUBSUB),",
                 "    MAXAGE <seconds>, SKIPME (YES|NO).",
-                "LIST",
+                "LIST [TYPE (NORMAL|REPLICA|MASTER|PUBSUB) | ID <client-id> [<client-id> ...]]",
                 "SETINFO <LIB-NAME|LIB-VER> <value>",
                 "SETNAME <name>",
             ],
