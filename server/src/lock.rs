@@ -63,7 +63,27 @@ impl DataDirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether `LOCK` is still the file this process locked. If it was
+    /// removed or replaced, a second server can lock the new file and open
+    /// the same WAL: the caller must stop at once (PostgreSQL shuts down
+    /// when its `postmaster.pid` is missing or changed).
+    pub fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| format!("cannot stat the locked file: {e}"))?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => Ok(()),
+            Ok(_) => Err(format!("lock file {} was replaced", self.path.display())),
+            Err(e) => Err(format!("lock file {} is gone ({e})", self.path.display())),
+        }
+    }
 }
+
+/// How often a running server checks that its lock file is still its own.
+pub const LOCK_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for DataDirLock {
     fn drop(&mut self) {
@@ -84,6 +104,17 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()), "{err}");
         drop(first);
         DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_removed_or_replaced_lock_file_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDirLock::acquire(dir.path()).unwrap();
+        assert_eq!(lock.check(), Ok(()));
+        std::fs::remove_file(lock.path()).unwrap();
+        assert!(lock.check().unwrap_err().contains("is gone"));
+        std::fs::write(lock.path(), b"1\n").unwrap();
+        assert!(lock.check().unwrap_err().contains("was replaced"));
     }
 
     #[test]

@@ -106,6 +106,25 @@ impl Server {
             admin,
             _lock,
         } = self;
+        let lock = Arc::new(_lock);
+        let lock_watch = {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::lock::LOCK_CHECK_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(why) = lock.check() {
+                        // IMPORTANT: exit without touching the data directory:
+                        // another server may own it now, and a graceful
+                        // shutdown (final fsyncs, a checkpoint) would write
+                        // into its files. What was acknowledged is on disk.
+                        tracing::error!("{why}: another server may be using this data directory; exiting at once to protect the WAL");
+                        eprintln!("walship: {why}: another server may be using this data directory; exiting at once to protect the WAL");
+                        std::process::exit(1);
+                    }
+                }
+            })
+        };
         let admin_task = admin.map(|l| {
             tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin HTTP listening (/metrics, /health, /status)");
             tokio::spawn(crate::admin::serve(shared.clone(), l))
@@ -206,6 +225,7 @@ impl Server {
             lsn = shared.store.end_lsn(),
             "engine shut down cleanly; everything is durable"
         );
+        lock_watch.abort();
         Ok(())
     }
 }

@@ -66,3 +66,35 @@ fn lock_is_released_when_holder_is_killed() {
         second.combined()
     );
 }
+
+/// A LOCK file removed under a running server (an operator cleaning up)
+/// would let a second server lock a new one and open the same WAL: the
+/// running server notices and exits at once, as PostgreSQL does when its
+/// postmaster.pid goes, and a new start on the directory works normally.
+#[test]
+fn a_server_whose_lock_file_is_removed_exits() {
+    let mut server = TestServer::start().expect("start walship");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+    std::fs::remove_file(server.data_dir().join("LOCK")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.is_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server kept running without its lock file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server
+        .log()
+        .contains("another server may be using this data directory"));
+    server.restart().expect("restart on the directory");
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(v, "v", "an acknowledged write survives");
+}
