@@ -21,6 +21,13 @@ struct Param {
     set: Option<Setter>,
 }
 
+/// A timeout in milliseconds, 0 meaning none.
+fn parse_ms(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("'{v}' is not a number of milliseconds (0 waits for ever)"))
+}
+
 fn parse_size(v: &str) -> Result<u64, String> {
     v.parse::<ByteSize>().map(|b| b.0)
 }
@@ -212,11 +219,9 @@ const PARAMS: &[Param] = &[
                 .to_string()
         },
         set: Some(|s, v| {
-            let ms: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{v}' is not a number of milliseconds (0 waits for ever)"))?;
-            s.replication.sync_timeout_ms.store(ms, Ordering::Relaxed);
+            s.replication
+                .sync_timeout_ms
+                .store(parse_ms(v)?, Ordering::Relaxed);
             Ok(())
         }),
     },
@@ -229,13 +234,9 @@ const PARAMS: &[Param] = &[
                 .to_string()
         },
         set: Some(|s, v| {
-            let ms: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{v}' is not a number of milliseconds (0 waits for ever)"))?;
             s.replication
                 .wal_receiver_timeout_ms
-                .store(ms, Ordering::Relaxed);
+                .store(parse_ms(v)?, Ordering::Relaxed);
             Ok(())
         }),
     },

@@ -44,13 +44,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             // Keys have no time to live to keep: accepted, and does nothing
             // (as on a Redis key without one).
             keep_ttl = true;
-        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
-            .iter()
-            .any(|o| opt.eq_ignore_ascii_case(o))
-            && has_next
-            && !expiry
-            && !keep_ttl
-        {
+        } else if is_expiry_option(opt) && has_next && !expiry && !keep_ttl {
             // As Redis, a bad time is refused as such before anything else.
             expiry_time(args.get(i + 1), "set")?;
             expiry = true;
@@ -138,6 +132,13 @@ pub fn getdel(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// EX, PX, EXAT or PXAT, in any case.
+fn is_expiry_option(opt: &[u8]) -> bool {
+    [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
+        .iter()
+        .any(|o| opt.eq_ignore_ascii_case(o))
+}
+
 /// An expiry time argument, checked as Redis checks it (an integer > 0),
 /// so that a malformed one gets Redis's error rather than walship's.
 fn expiry_time(arg: &[u8], command: &str) -> Result<i64, CmdError> {
@@ -160,13 +161,7 @@ pub fn getex(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
         let opt = args.get(i);
         if opt.eq_ignore_ascii_case(b"PERSIST") && !expiry {
             persist = true;
-        } else if [&b"EX"[..], b"PX", b"EXAT", b"PXAT"]
-            .iter()
-            .any(|o| opt.eq_ignore_ascii_case(o))
-            && i + 1 < args.len()
-            && !expiry
-            && !persist
-        {
+        } else if is_expiry_option(opt) && i + 1 < args.len() && !expiry && !persist {
             expiry_time(args.get(i + 1), "getex")?;
             expiry = true;
             i += 1;
