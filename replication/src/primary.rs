@@ -683,12 +683,28 @@ impl Hub {
             reported: Notify::new(),
         });
         self.standbys.lock().push(conn.clone());
+        // Unlisted however this ends, also when the caller drops this future
+        // (CLIENT KILL): a standby left listed would count for synchronous
+        // commit and keep its socket open for ever.
+        struct Listed<'a> {
+            hub: &'a Hub,
+            id: u64,
+        }
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                self.hub.standbys.lock().retain(|c| c.id != self.id);
+                self.hub.recompute();
+            }
+        }
+        let listed = Listed {
+            hub: self,
+            id: conn.id,
+        };
         tracing::info!(standby = %name, %addr, base_backup, from_lsn = flushed_lsn, "standby connected");
         let result = self
             .stream_to(&conn, rd, rbuf, base_backup, flushed_lsn)
             .await;
-        self.standbys.lock().retain(|c| c.id != conn.id);
-        self.recompute();
+        drop(listed);
         match &result {
             Ok(()) => tracing::info!(standby = %name, "standby disconnected"),
             Err(e) => tracing::warn!(standby = %name, error = %e, "standby stream ended"),
@@ -923,7 +939,14 @@ impl Hub {
                 let _ = done_tx.send(Some(err));
             }
         };
-        let reader = tokio::spawn(reader);
+        // Aborted however this ends (the task holds the socket's read half).
+        struct AbortOnDrop(tokio::task::JoinHandle<()>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let reader = AbortOnDrop(tokio::spawn(reader));
         let engine = self.handle.get();
         conn.outbox.lock().state().sent = sent;
         // The flusher hands this hub every batch the moment it is sendable
@@ -1034,8 +1057,7 @@ impl Hub {
             }
         };
         conn.outbox.lock().state().direct = false;
-        reader.abort();
-        let _ = reader.await;
+        drop(reader);
         result
     }
 

@@ -983,3 +983,62 @@ fn quorum_reads_count_the_standbys_that_are_gone() {
         Reply::Bulk(Some(b"v".to_vec()))
     );
 }
+
+/// CLIENT KILL TYPE replica closes a standby's stream for real: the socket
+/// goes, the standby is no longer listed (nor counted for synchronous
+/// commit), and it reconnects and streams again.
+#[test]
+fn client_kill_of_a_replication_stream_closes_it_and_the_standby_reconnects() {
+    let primary = start_primary(&["--synchronous-standby-names", "s1"]);
+    let standby = start_standby(&primary, "s1", &[]);
+    wait_streaming(&primary, "s1");
+    let mut con = primary.raw();
+    let replica_ids = |con: &mut walship_tests::resp::RawConn| -> Vec<String> {
+        let text = con.command(&["CLIENT", "LIST", "TYPE", "replica"]).text();
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let before = replica_ids(&mut con);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(
+        con.command(&["CLIENT", "KILL", "TYPE", "replica"]),
+        Reply::Integer(1)
+    );
+    // The standby saw its stream close and came back on a new connection.
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || {
+            let now = replica_ids(&mut primary.raw());
+            now.len() == 1 && now != before
+        },
+        || {
+            format!(
+                "replication connections: {:?}",
+                replica_ids(&mut primary.raw())
+            )
+        },
+    );
+    // Reconnected: a synchronous write completes, one standby is listed
+    // (not a live one beside a ghost), and the write is on the standby.
+    assert_eq!(
+        con.command(&["SET", "after", "kill"]),
+        Reply::Simple("OK".into())
+    );
+    wait_until(
+        CONVERGE_TIMEOUT,
+        || match primary.raw().command(&["WALSHIP", "REPLICAS"]) {
+            Reply::Array(Some(list)) => list.len() == 1,
+            _ => false,
+        },
+        || format!("{:?}", primary.raw().command(&["WALSHIP", "REPLICAS"])),
+    );
+    wait_caught_up(&primary, &[&standby]);
+    assert_eq!(
+        standby.raw().command(&["GET", "after"]),
+        Reply::Bulk(Some(b"kill".to_vec()))
+    );
+    let info = primary.raw().command(&["INFO", "replication"]).text();
+    assert!(info.contains("connected_slaves:1"), "{info}");
+}
