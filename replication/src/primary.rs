@@ -989,7 +989,11 @@ impl Hub {
                 // this read sees the batch and the task sends it.
                 let sendable = engine.sendable_lsn();
                 let sent = out.state().sent;
-                if sent < sendable && sent.saturating_sub(written) < IN_FLIGHT_MAX_BYTES {
+                let in_flight = sent.saturating_sub(written);
+                if sent < sendable
+                    && (in_flight < IN_FLIGHT_MAX_BYTES
+                        || in_flight < in_flight_allowance(&engine, written))
+                {
                     out.state().direct = false;
                     let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
                         Ok(d) => d,
@@ -1177,6 +1181,23 @@ impl Hub {
             .await?;
         Ok(info.redo_lsn)
     }
+}
+
+/// How far past a standby's written LSN its sender may run: the in-flight
+/// cap, or further when the record at `written` is larger. The standby
+/// writes (and reports) whole records only, so a record over the cap would
+/// otherwise stop the stream for ever, and with it every synchronous write.
+/// Called only once the cap is reached.
+fn in_flight_allowance(engine: &walship_engine::Engine, written: Lsn) -> u64 {
+    let record = engine
+        .read_wal(written, 4)
+        .ok()
+        .and_then(|b| <[u8; 4]>::try_from(&b[..]).ok())
+        .map_or(0, |len| {
+            (walship_engine::wal::record::RECORD_HEADER_BYTES as u64)
+                + u64::from(u32::from_le_bytes(len))
+        });
+    IN_FLIGHT_MAX_BYTES.max(record + CHUNK_MAX_BYTES as u64)
 }
 
 fn sync_state_name(s: SyncState) -> &'static str {

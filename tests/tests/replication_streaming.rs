@@ -1042,3 +1042,33 @@ fn client_kill_of_a_replication_stream_closes_it_and_the_standby_reconnects() {
     let info = primary.raw().command(&["INFO", "replication"]).text();
     assert!(info.contains("connected_slaves:1"), "{info}");
 }
+
+/// A record larger than the sender's 64 MiB in-flight window (a value that
+/// max-value-size allows) replicates: the standby reports only whole
+/// records, so the sender runs past the window to the end of the record.
+/// Before, the stream stopped for good, and with a synchronous standby
+/// every later write hung.
+#[test]
+fn a_record_larger_than_the_in_flight_window_replicates() {
+    let primary = start_primary(&["--synchronous-standby-names", "s1"]);
+    let standby = start_standby(&primary, "s1", &[]);
+    wait_streaming(&primary, "s1");
+    let big = vec![b'x'; 65 << 20];
+    let mut con = primary.connection();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("big")
+        .query(&mut con)
+        .unwrap();
+    wait_caught_up(&primary, &[&standby]);
+    let got: Vec<u8> = redis::cmd("GET")
+        .arg("big")
+        .query(&mut standby.connection())
+        .unwrap();
+    assert!(got == big, "the standby holds {} bytes", got.len());
+}
