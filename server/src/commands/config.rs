@@ -89,6 +89,33 @@ const PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "name",
+        get: |s| s.config.name.clone(),
+        set: None,
+    },
+    // The primary followed now (REPLICAOF changes it; set it with REPLICAOF,
+    // not CONFIG SET), empty on a primary.
+    Param {
+        name: "replicate-from",
+        get: |s| match s.replication.role() {
+            crate::replication::Role::Standby { primary, .. } => primary,
+            crate::replication::Role::Primary => String::new(),
+        },
+        set: None,
+    },
+    Param {
+        name: "simulate-power-loss",
+        get: |s| {
+            if s.config.simulate_power_loss {
+                "yes"
+            } else {
+                "no"
+            }
+            .into()
+        },
+        set: None,
+    },
+    Param {
         name: "max-value-size",
         get: |s| s.config.max_value_bytes.to_string(),
         set: None,
@@ -550,6 +577,20 @@ mod tests {
             let lines: Vec<&str> = r.split("\r\n").collect();
             assert_eq!(lines[0], "*2", "CONFIG GET {name}: {r:?}");
             lines[4].to_string()
+        }
+    }
+
+    /// Every startup setting is shown; those fixed at startup are refused
+    /// with Redis's immutable-config error, not as unknown.
+    #[test]
+    fn startup_only_settings_are_shown_and_immutable() {
+        let mut t = T::new();
+        assert!(t.get("name").starts_with("walship-"));
+        assert_eq!(t.get("replicate-from"), "", "a primary follows nobody");
+        assert_eq!(t.get("simulate-power-loss"), "no");
+        for name in ["name", "replicate-from", "simulate-power-loss"] {
+            let r = t.cmd(&["CONFIG", "SET", name, "x"]);
+            assert!(r.contains("can't set immutable config"), "{name}: {r:?}");
         }
     }
 
