@@ -268,6 +268,9 @@ fn incrbyfloat_setrange_substr_rename_copy_touch_as_redis() {
         (&["INCRBYFLOAT", "f", "0.1"], "$4\r\n10.6\r\n"),
         (&["SET", "e", "5.0e3"], "+OK\r\n"),
         (&["INCRBYFLOAT", "e", "2.0e2"], "$4\r\n5200\r\n"),
+        (&["SET", "p", "0.1"], "+OK\r\n"),
+        (&["INCRBYFLOAT", "p", "0.2"], "$3\r\n0.3\r\n"),
+        (&["INCRBYFLOAT", "p", "-0.3"], "$1\r\n0\r\n"),
         (
             &["INCRBYFLOAT", "e", "abc"],
             "-ERR value is not a valid float\r\n",

@@ -384,35 +384,66 @@ fn parse_float(arg: &[u8]) -> Option<f64> {
     s.parse::<f64>().ok().filter(|f| !f.is_nan())
 }
 
-/// INCRBYFLOAT key increment: the new value, written as the shortest
-/// decimal that reads back as the same double (`10.5` + `0.1` = `10.6`).
+/// The same text as an exact decimal, when it is one that fits
+/// (`rust_decimal`: 28 significant digits).
+fn parse_decimal(arg: &[u8]) -> Option<rust_decimal::Decimal> {
+    use rust_decimal::Decimal;
+    let s = std::str::from_utf8(arg).ok()?;
+    if s.contains(['e', 'E']) {
+        Decimal::from_scientific(s).ok()
+    } else {
+        s.parse::<Decimal>().ok()
+    }
+}
+
+/// `current + delta` as INCRBYFLOAT stores it. Redis adds in `long double`
+/// and prints 17 decimals with the trailing zeros cut, so sums of short
+/// decimals come out exact (`0.1` + `0.2` = `0.3`, not a binary double's
+/// `0.30000000000000004`): the sum is taken in decimal when both fit, and
+/// in `f64`, printed as the shortest text that reads back, otherwise.
+fn add_float(current: &[u8], delta: &[u8]) -> Result<String, CmdError> {
+    let not_float = || CmdError::msg("ERR value is not a valid float");
+    let (a, b) = (
+        parse_float(current).ok_or_else(not_float)?,
+        parse_float(delta).ok_or_else(not_float)?,
+    );
+    let sum = a + b;
+    if !sum.is_finite() {
+        return Err(CmdError::msg("ERR increment would produce NaN or Infinity"));
+    }
+    let exact = parse_decimal(current)
+        .zip(parse_decimal(delta))
+        .and_then(|(x, y)| x.checked_add(y))
+        .map(|d| d.round_dp(17).normalize());
+    Ok(match exact {
+        Some(d) if d.is_zero() => "0".to_string(),
+        Some(d) => d.to_string(),
+        None => sum.to_string(),
+    })
+}
+
+/// INCRBYFLOAT key increment: the new value (see [`add_float`]).
 pub fn incrbyfloat(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
-    let not_float = || CmdError::msg("ERR value is not a valid float");
-    let delta = parse_float(args.get(2)).ok_or_else(not_float)?;
+    let delta = args.get(2);
+    // Checked before the transaction, as Redis does: a bad increment is
+    // refused even when the key holds no number.
+    parse_float(delta).ok_or_else(|| CmdError::msg("ERR value is not a valid float"))?;
     let value = ctx.transact(|view| {
-        let current = match view.value(key) {
-            None => 0.0,
-            Some(v) => match parse_float(v.bytes()) {
-                Some(f) => f,
-                None => return (None, Err(not_float())),
-            },
-        };
-        let new = current + delta;
-        if !new.is_finite() {
-            return (
-                None,
-                Err(CmdError::msg("ERR increment would produce NaN or Infinity")),
-            );
+        let current = view.value(key).map_or(&b"0"[..], |v| v.bytes());
+        match add_float(current, delta) {
+            Ok(text) => {
+                let text = Bytes::from(text);
+                (
+                    Some(Mutation::Put {
+                        key: Bytes::copy_from_slice(key),
+                        value: text.clone(),
+                    }),
+                    Ok(text),
+                )
+            }
+            Err(e) => (None, Err(e)),
         }
-        let text = Bytes::from(new.to_string());
-        (
-            Some(Mutation::Put {
-                key: Bytes::copy_from_slice(key),
-                value: text.clone(),
-            }),
-            Ok(text),
-        )
     })?;
     ctx.out.bulk(&value?);
     Ok(())
