@@ -410,7 +410,13 @@ impl Connection {
             let failed = result.is_err() && self.batch.wrote;
             if let Err(e) = result {
                 let durable = self.shared.store.durable_lsn();
-                let first = self.batch.waiting.iter().find(|w| w.lsn > durable);
+                // A command that failed showed no data (a write refused on a
+                // poisoned WAL keeps its own error).
+                let first = self
+                    .batch
+                    .waiting
+                    .iter()
+                    .find(|w| w.lsn > durable && (self.batch.wrote || !w.failed));
                 let msg = if self.batch.wrote {
                     self.shared
                         .metrics

@@ -1002,6 +1002,11 @@ fn client_kill_of_a_replication_stream_closes_it_and_the_standby_reconnects() {
     };
     let before = replica_ids(&mut con);
     assert_eq!(before.len(), 1, "{before:?}");
+    let listed = con.command(&["CLIENT", "LIST", "TYPE", "replica"]).text();
+    assert!(
+        listed.contains(" flags=S "),
+        "Redis's flag for a replica: {listed}"
+    );
     assert_eq!(
         con.command(&["CLIENT", "KILL", "TYPE", "replica"]),
         Reply::Integer(1)

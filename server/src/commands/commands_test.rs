@@ -772,6 +772,11 @@ fn command_replies_keep_redis_cli_happy() {
         "-ERR The command has no key arguments\r\n"
     );
     assert_eq!(
+        t.cmd(&["COMMAND", "GETKEYS", "DBSIZE", "x"]),
+        "-ERR The command has no key arguments\r\n",
+        "Redis says so before it counts the arguments"
+    );
+    assert_eq!(
         t.cmd(&["COMMAND", "GETKEYS", "GET"]),
         "-ERR Invalid number of arguments specified for command\r\n"
     );

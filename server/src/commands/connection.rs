@@ -333,7 +333,7 @@ fn client_line(info: &ClientInfo, out: &mut String) {
         .map_or("NULL", |c| c.name);
     let _ = writeln!(
         out,
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
          qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} \
          user=default redir=-1 resp={} lib-name={} lib-ver={}",
         info.id,
@@ -342,6 +342,12 @@ fn client_line(info: &ClientInfo, out: &mut String) {
         info.name.lock().as_deref().unwrap_or(""),
         age.as_secs(),
         idle_ms / 1000,
+        // S: a replica's stream, as Redis flags it; N: a normal client.
+        if info.is_replica.load(Ordering::Relaxed) {
+            "S"
+        } else {
+            "N"
+        },
         info.query_buffer_bytes.load(Ordering::Relaxed),
         info.output_buffer_bytes.load(Ordering::Relaxed),
         cmd,

@@ -67,19 +67,20 @@ fn command_keys<'a>(argv: &[&'a [u8]]) -> Result<Vec<&'a [u8]>, CmdError> {
         .map(|i| &COMMANDS[i])
         .ok_or_else(|| CmdError::msg("ERR Invalid command specified"))?;
     let n = argv.len() as i64;
-    let arity = i64::from(c.arity);
-    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
-        return Err(CmdError::msg(
-            "ERR Invalid number of arguments specified for command",
-        ));
-    }
     let (first, last, step) = (
         i64::from(c.keys.0),
         i64::from(c.keys.1),
         i64::from(c.keys.2),
     );
+    // In Redis's order: no keys at all first, then the argument count.
     if first == 0 {
         return Err(CmdError::msg("ERR The command has no key arguments"));
+    }
+    let arity = i64::from(c.arity);
+    if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
+        return Err(CmdError::msg(
+            "ERR Invalid number of arguments specified for command",
+        ));
     }
     let last = if last < 0 { n + last } else { last.min(n - 1) };
     let mut keys = Vec::new();
