@@ -340,8 +340,8 @@ pub(crate) fn recover(
                 {
                     return Err(bad(format!(
                         "header is all zeros but the segment holds data (a non-zero byte at file \
-                         offset {offset}); acknowledged writes could be lost; refusing to open. \
-                         Restore the file from a standby or backup"
+                         offset {offset}): acknowledged writes could be lost. Restore the file from \
+                         a standby or backup"
                     )));
                 }
                 // Activated but its header never reached the disk: it holds nothing.
@@ -355,7 +355,14 @@ pub(crate) fn recover(
                 continue;
             }
             Err(HeaderProblem::Blank) => {
-                return Err(bad("header is all zeros but later segments exist".into()))
+                let data = first_nonzero_byte(&*file, len)
+                    .map_err(|e| EngineError::io(&path, e))?
+                    .map_or(String::new(), |o| {
+                        format!(" (first data at file offset {o})")
+                    });
+                return Err(bad(format!(
+                    "header is all zeros but later segments exist{data}"
+                )));
             }
             Err(HeaderProblem::Invalid(r)) => return Err(bad(r.to_string())),
         };
