@@ -208,7 +208,7 @@ pub struct ServerArgs {
     /// Close a client whose unparsed request exceeds this size [default: 1GiB]
     #[arg(long, value_name = "SIZE")]
     pub client_query_buffer_limit: Option<ByteSize>,
-    /// Largest bulk string a client may send [default: 512MiB, at least max-value-size]
+    /// Largest bulk string a client may send (a longer value cannot be sent, whatever max-value-size says) [default: 512MiB, or max-value-size / max-key-size if larger]
     #[arg(long, value_name = "SIZE")]
     pub proto_max_bulk_len: Option<ByteSize>,
     /// Run as a standby of this primary (its client port)

@@ -15,10 +15,10 @@ pub struct DevArgs {
     /// Directory holding every node's data
     #[arg(long, value_name = "DIR", default_value = "walship-dev")]
     pub data_dir: PathBuf,
-    /// Client port of the primary; standbys take the next three
+    /// Client port of the primary; standbys take the ports after it, one each
     #[arg(long, default_value_t = 7379)]
     pub port: u16,
-    /// Admin HTTP port of the primary; standbys take the next three
+    /// Admin HTTP port of the primary; standbys take the ports after it, one each
     #[arg(long, default_value_t = 9379)]
     pub admin_port: u16,
     /// Number of standbys (standby1 is synchronous, the rest asynchronous)

@@ -613,6 +613,10 @@ fn client_kill_closes_the_connections_it_names() {
         Reply::Integer(0)
     );
     assert_eq!(
+        admin.command(&["CLIENT", "KILL", "USER", "nouser"]),
+        Reply::Error("ERR No such user 'nouser'".into())
+    );
+    assert_eq!(
         admin.command(&["CLIENT", "KILL", "ID", "0"]),
         Reply::Error("ERR client-id should be greater than 0".into())
     );

@@ -262,8 +262,9 @@ fn client_kill(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             filters.push(Box::new(move |c| c.laddr.to_string() == value));
         } else if opt_is(b"USER") {
             // One user, `default`, as AUTH and HELLO know it.
-            let default = value == "default";
-            filters.push(Box::new(move |_| default));
+            if value != "default" {
+                return Err(CmdError::msg(format!("ERR No such user '{value}'")));
+            }
         } else if opt_is(b"TYPE") {
             let kind = value.to_ascii_lowercase();
             let replica = match kind.as_str() {
