@@ -115,6 +115,27 @@ impl Drop for SwapInFlight {
     }
 }
 
+/// How long a standby waits before it reconnects, after a session that
+/// ended with `result`, the previous wait being `prev`: 100 ms after a
+/// session that streamed (a link cut once, by CLIENT KILL or a blip, comes
+/// back at once), then doubling up to 5 s while attempts keep failing, and
+/// 5 s straight after a refusal (the primary said no; asking again at once
+/// would only repeat it).
+fn reconnect_delay(
+    prev: Duration,
+    result: &Result<(), ReplError>,
+    was_streaming: bool,
+) -> Duration {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    match result {
+        Err(ReplError::Refused(_)) => MAX,
+        Ok(()) => FIRST,
+        Err(_) if was_streaming => FIRST,
+        Err(_) => (prev * 2).min(MAX),
+    }
+}
+
 impl Receiver {
     /// A receiver feeding the engine behind `handle`.
     pub fn new(handle: EngineHandle, config: ReceiverConfig) -> Arc<Receiver> {
@@ -158,25 +179,20 @@ impl Receiver {
                 r = session => r,
                 _ = stop.changed() => Ok(()),
             };
-            {
+            let was_up = {
                 let mut s = self.status.lock();
-                s.link_up = false;
+                let was_up = std::mem::replace(&mut s.link_up, false);
                 s.down_since.get_or_insert_with(Instant::now);
                 s.state = "connecting";
                 if let Err(e) = &result {
                     s.last_error = Some(e.to_string());
                 }
+                was_up
+            };
+            if let Err(e) = &result {
+                tracing::warn!(primary = %self.config.primary, error = %e, "replication stream ended; reconnecting");
             }
-            match result {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    let refused = matches!(e, ReplError::Refused(_));
-                    tracing::warn!(primary = %self.config.primary, error = %e, "replication stream ended; reconnecting");
-                    if refused {
-                        backoff = Duration::from_secs(5);
-                    }
-                }
-            }
+            backoff = reconnect_delay(backoff, &result, was_up);
             if *stop.borrow() {
                 break;
             }
@@ -184,7 +200,6 @@ impl Receiver {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         while self.swaps.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -688,6 +703,33 @@ async fn expect_ok(stream: &mut BufReader<TcpStream>, want: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link that streamed and was cut comes back at once however many
+    /// times that happened; only attempts that keep failing back off.
+    #[test]
+    fn the_reconnect_delay_resets_after_a_session_that_streamed() {
+        let ms = Duration::from_millis;
+        let cut = || Err(ReplError::Closed);
+        let mut delay = ms(100);
+        // A primary that is down: 200, 400, ... up to 5 s.
+        for want in [200, 400, 800, 1600, 3200, 5000, 5000] {
+            delay = reconnect_delay(delay, &cut(), false);
+            assert_eq!(delay, ms(want));
+        }
+        // Each cut of a working stream: back to 100 ms, every time.
+        for _ in 0..10 {
+            delay = reconnect_delay(delay, &cut(), true);
+            assert_eq!(delay, ms(100));
+        }
+        assert_eq!(
+            reconnect_delay(ms(100), &Err(ReplError::Refused("no".into())), true),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            reconnect_delay(Duration::from_secs(5), &Ok(()), false),
+            ms(100)
+        );
+    }
 
     #[test]
     fn whole_records_are_found_by_their_lengths() {
