@@ -311,6 +311,15 @@ fn a_standby_that_does_not_fsync_every_write_still_confirms() {
             "WAIT with s1 on --fsync {policy}"
         );
         assert_eq!(get(&s1, "k19"), Reply::Bulk(Some(b"v".to_vec())));
+        if policy == "never" {
+            // Its offset keeps up with the primary's, as its confirmations do
+            // (it stayed at its last real fsync).
+            assert_eq!(
+                info(&s1).num("slave_repl_offset"),
+                info(&primary).num("master_repl_offset"),
+                "slave_repl_offset of a standby on --fsync never"
+            );
+        }
     }
 }
 

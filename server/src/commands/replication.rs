@@ -331,9 +331,12 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
             f("master_last_io_seconds_ago", &io_ago);
             f("master_sync_in_progress", &u8::from(st.state == "backup"));
             f("slave_read_repl_offset", &engine.written_lsn());
+            // What it has applied and holds as durably as its fsync policy
+            // makes anything durable (under `never`, written; so it keeps
+            // up with the primary), as WALSHIP WAITLSN counts it.
             f(
                 "slave_repl_offset",
-                &engine.end_lsn().min(engine.flushed_lsn()),
+                &engine.end_lsn().min(engine.durable_lsn()),
             );
             if let Some(since) = st.down_since {
                 f("master_link_down_since_seconds", &since.elapsed().as_secs());
