@@ -290,22 +290,40 @@ pub fn decrby(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
 pub fn append(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
     let key = args.get(1);
     let suffix = args.get(2);
-    let len = ctx.transact(|view| {
-        let current = view.value(key).map(|v| v.bytes()).unwrap_or(b"");
+    let len = rewrite_value(ctx, key, |current| {
+        let current = current.unwrap_or(b"");
         let mut new = Vec::with_capacity(current.len() + suffix.len());
         new.extend_from_slice(current);
         new.extend_from_slice(suffix);
-        let len = new.len();
-        (
-            Some(Mutation::Put {
-                key: Bytes::copy_from_slice(key),
-                value: Bytes::from(new),
-            }),
-            len,
-        )
+        Some(new)
     })?;
     ctx.out.int(len as i64);
     Ok(())
+}
+
+/// Replaces the value of `key` with what `rewrite` makes of the current one
+/// (`None`: leave it), in one transaction; the resulting length.
+fn rewrite_value(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    rewrite: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> Result<usize, CmdError> {
+    ctx.transact(|view| {
+        let current = view.value(key).map(|v| v.bytes());
+        match rewrite(current) {
+            None => (None, current.map_or(0, <[u8]>::len)),
+            Some(new) => {
+                let len = new.len();
+                (
+                    Some(Mutation::Put {
+                        key: Bytes::copy_from_slice(key),
+                        value: Bytes::from(new),
+                    }),
+                    len,
+                )
+            }
+        }
+    })
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
@@ -350,10 +368,9 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             "ERR string exceeds maximum allowed size (max-value-size, {max} bytes)"
         )));
     }
-    let len = ctx.transact(|view| {
-        let current = view.value(key).map(|v| v.bytes());
+    let len = rewrite_value(ctx, key, |current| {
         if patch.is_empty() {
-            return (None, current.map_or(0, <[u8]>::len));
+            return None;
         }
         let current = current.unwrap_or(b"");
         let mut new = Vec::with_capacity(current.len().max(offset + patch.len()));
@@ -362,14 +379,7 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: Args<'_>) -> CmdResult {
             new.resize(offset + patch.len(), 0);
         }
         new[offset..offset + patch.len()].copy_from_slice(patch);
-        let len = new.len();
-        (
-            Some(Mutation::Put {
-                key: Bytes::copy_from_slice(key),
-                value: Bytes::from(new),
-            }),
-            len,
-        )
+        Some(new)
     })?;
     ctx.out.int(len as i64);
     Ok(())
