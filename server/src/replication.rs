@@ -76,27 +76,30 @@ fn level_index(level: SynchronousCommit) -> u8 {
 }
 
 impl Replication {
+    /// The replication state of a node started with `config` (its
+    /// synchronous-standby names are validated when the config is built).
     pub fn new(
         store: Store,
         slots: Arc<Slots>,
-        sync_names: SyncStandbyNames,
-        sync_commit: SynchronousCommit,
-        sync_timeout_ms: u64,
-        name: String,
-        password: Option<String>,
+        config: &crate::config::ServerConfig,
     ) -> Replication {
+        let sync_names = SyncStandbyNames::parse(&config.synchronous_standby_names)
+            .expect("validated with the configuration");
         let hub = Hub::new(store.handle().clone(), slots.clone(), sync_names);
         Replication {
             hub,
             slots,
             role: RwLock::new(Role::Primary),
-            sync_commit: AtomicU8::new(level_index(sync_commit)),
-            sync_timeout_ms: AtomicU64::new(sync_timeout_ms),
-            wal_receiver_timeout_ms: Arc::new(AtomicU64::new(
-                crate::config::DEFAULT_WAL_RECEIVER_TIMEOUT_MS,
-            )),
-            name,
-            password: RwLock::new(password),
+            sync_commit: AtomicU8::new(level_index(config.synchronous_commit)),
+            sync_timeout_ms: AtomicU64::new(config.synchronous_commit_timeout_ms),
+            wal_receiver_timeout_ms: Arc::new(AtomicU64::new(config.wal_receiver_timeout_ms)),
+            name: config.name.clone(),
+            password: RwLock::new(
+                config
+                    .replicate_password
+                    .clone()
+                    .or_else(|| config.requirepass.clone()),
+            ),
             store,
             promotions: AtomicU64::new(0),
             rewinds: Arc::default(),

@@ -49,22 +49,7 @@ impl Shared {
             config.max_slot_wal_keep_size_bytes,
         )?);
         store.handle().add_retention(slots.clone());
-        let replication = crate::replication::Replication::new(
-            store.clone(),
-            slots,
-            walship_replication::SyncStandbyNames::parse(&config.synchronous_standby_names)
-                .expect("validated with the configuration"),
-            config.synchronous_commit,
-            config.synchronous_commit_timeout_ms,
-            config.name.clone(),
-            config
-                .replicate_password
-                .clone()
-                .or_else(|| config.requirepass.clone()),
-        );
-        replication
-            .wal_receiver_timeout_ms
-            .store(config.wal_receiver_timeout_ms, Ordering::Relaxed);
+        let replication = crate::replication::Replication::new(store.clone(), slots, &config);
         Ok(Shared {
             replication,
             store,

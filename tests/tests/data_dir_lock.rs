@@ -8,14 +8,28 @@ use walship_tests::TestServer;
 
 const SECOND_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[test]
-fn second_server_on_same_data_dir_is_refused() {
-    let server = TestServer::start().expect("start walship");
+/// Writes `k` = `v` (acknowledged).
+fn set_k(server: &TestServer) {
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v")
         .query(&mut server.connection())
         .unwrap();
+}
+
+/// `k` still reads `v`: the acknowledged write survived.
+fn assert_k(server: &TestServer) {
+    let v: String = redis::cmd("GET")
+        .arg("k")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(v, "v", "an acknowledged write survives");
+}
+
+#[test]
+fn second_server_on_same_data_dir_is_refused() {
+    let server = TestServer::start().expect("start walship");
+    set_k(&server);
 
     let second = process::try_run(server.second_instance_command(), b"", SECOND_SERVER_TIMEOUT)
         .unwrap_or_else(|e| panic!("a second server on the same data dir kept running:\n{e}"));
@@ -33,30 +47,18 @@ fn second_server_on_same_data_dir_is_refused() {
     );
 
     // The first server is untouched.
-    let v: String = redis::cmd("GET")
-        .arg("k")
-        .query(&mut server.connection())
-        .unwrap();
-    assert_eq!(v, "v");
+    assert_k(&server);
 }
 
 #[test]
 fn lock_is_released_when_holder_is_killed() {
     let mut server = TestServer::start().expect("start walship");
-    let _: () = redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query(&mut server.connection())
-        .unwrap();
+    set_k(&server);
     server.kill();
     server
         .restart()
         .expect("a killed server's lock must not block a restart");
-    let v: String = redis::cmd("GET")
-        .arg("k")
-        .query(&mut server.connection())
-        .unwrap();
-    assert_eq!(v, "v");
+    assert_k(&server);
     // And the restarted one holds the lock again.
     let second = process::try_run(server.second_instance_command(), b"", SECOND_SERVER_TIMEOUT)
         .unwrap_or_else(|e| panic!("a second server on the same data dir kept running:\n{e}"));
@@ -74,11 +76,7 @@ fn lock_is_released_when_holder_is_killed() {
 #[test]
 fn a_server_whose_lock_file_is_removed_exits() {
     let mut server = TestServer::start().expect("start walship");
-    let _: () = redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query(&mut server.connection())
-        .unwrap();
+    set_k(&server);
     std::fs::remove_file(server.data_dir().join("LOCK")).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while server.is_running() {
@@ -92,9 +90,5 @@ fn a_server_whose_lock_file_is_removed_exits() {
         .log()
         .contains("another server may be using this data directory"));
     server.restart().expect("restart on the directory");
-    let v: String = redis::cmd("GET")
-        .arg("k")
-        .query(&mut server.connection())
-        .unwrap();
-    assert_eq!(v, "v", "an acknowledged write survives");
+    assert_k(&server);
 }

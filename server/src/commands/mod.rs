@@ -335,7 +335,13 @@ pub struct Outcome {
 pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
     debug_assert!(!args.is_empty());
     let name = args.get(0);
-    if let Some(reply) = connection::refused_transaction(ctx.client, name) {
+    let idx = lookup(name);
+    // MULTI, EXEC and DISCARD are not in the table: only an unknown command,
+    // or any command inside a refused MULTI, needs the transaction check.
+    if let Some(reply) = (idx.is_none() || ctx.client.in_refused_multi)
+        .then(|| connection::refused_transaction(ctx.client, name))
+        .flatten()
+    {
         if let Err(e) = &reply {
             ctx.out.error(e);
         } else {
@@ -346,7 +352,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: Args<'_>) -> Outcome {
             failed: reply.is_err(),
         };
     }
-    let Some(idx) = lookup(name) else {
+    let Some(idx) = idx else {
         ctx.out.error(&unknown_command_message(args));
         return Outcome {
             command: None,
