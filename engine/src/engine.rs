@@ -757,6 +757,12 @@ impl Engine {
             })
     }
 
+    /// The WAL segment file holding `lsn`, if it is still on disk.
+    pub fn wal_file_for(&self, lsn: Lsn) -> Option<PathBuf> {
+        let seg = self.inner.wal.shared.segments.find(lsn)?;
+        Some(seg.path.clone())
+    }
+
     /// A channel that changes whenever more WAL may be sent (value: the
     /// sendable LSN, see [`Engine::read_wal`]).
     pub fn subscribe_sendable(&self) -> watch::Receiver<Lsn> {

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, Notify};
-use walship_engine::Lsn;
+use walship_engine::wal::record::{DamagedRecord, StreamVerifier};
+use walship_engine::{Engine, Lsn};
 
 /// Most WAL bytes in one WalData frame.
 const CHUNK_MAX_BYTES: usize = 1 << 20;
@@ -308,6 +309,10 @@ pub struct Hub {
     fenced_by: AtomicU64,
     /// Set by [`Hub::shut_down`]: why waiting writes were failed.
     shutting_down: AtomicBool,
+    /// One past the LSN of the newest damaged WAL record a sender found
+    /// (0: none). A standby that still needs WAL from there gets a base
+    /// backup whose checkpoint lies past it.
+    wal_damaged_at: AtomicU64,
 }
 
 impl Hub {
@@ -327,6 +332,7 @@ impl Hub {
             stop_tx,
             fenced_by: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            wal_damaged_at: AtomicU64::new(0),
         })
     }
 
@@ -836,6 +842,17 @@ impl Hub {
             );
             return Admission::BaseBackup;
         }
+        if let Some(damaged) = self.wal_damaged_at() {
+            if *flushed_lsn <= damaged {
+                tracing::warn!(
+                    standby = %name,
+                    flushed_lsn = *flushed_lsn,
+                    damaged_lsn = damaged,
+                    "the WAL this standby needs is damaged on this primary: sending a base backup"
+                );
+                return Admission::BaseBackup;
+            }
+        }
         if *flushed_lsn < engine.stats().oldest_lsn {
             tracing::info!(
                 standby = %name,
@@ -845,6 +862,41 @@ impl Hub {
             return Admission::BaseBackup;
         }
         Admission::Stream
+    }
+
+    /// The LSN of the newest damaged WAL record a sender found, if any.
+    fn wal_damaged_at(&self) -> Option<Lsn> {
+        self.wal_damaged_at.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// A sender found a damaged record where it read this primary's WAL for
+    /// a standby: logs it, makes every standby that still needs WAL from
+    /// there take a base backup (from a checkpoint past it: the in-memory
+    /// state it is taken from was never read back from the damaged file),
+    /// and returns the error that ends this stream, which the standby is
+    /// told. `resumed` says the record is the first one at the LSN the
+    /// standby asked to resume from, which it may have got wrong.
+    fn wal_damaged(
+        &self,
+        engine: &Engine,
+        standby: &str,
+        d: DamagedRecord,
+        resumed: bool,
+    ) -> ReplError {
+        self.wal_damaged_at.fetch_max(d.lsn + 1, Ordering::AcqRel);
+        let file = engine.wal_file_for(d.lsn).map_or_else(
+            || "a removed segment".to_string(),
+            |p| p.display().to_string(),
+        );
+        let (lsn, reason) = (d.lsn, d.reason);
+        if resumed {
+            tracing::error!(standby, lsn, %file, reason, "the WAL at the LSN this standby resumes from is not a valid record: either the standby's WAL does not match this primary's, or this primary's WAL is damaged there; sending it a base backup");
+        } else {
+            tracing::error!(standby, lsn, %file, reason, "this primary's WAL is damaged (a record written earlier no longer reads back as written): standbys that still need it get a base backup; run SAVE (a checkpoint) so that crash recovery no longer needs it, and check the disk");
+        }
+        ReplError::Storage(format!(
+            "the primary's WAL at LSN {lsn} ({file}) is not a valid record ({reason}): reconnect for a base backup"
+        ))
     }
 
     /// The newer epoch this node learned of, if it has been deposed.
@@ -962,6 +1014,7 @@ impl Hub {
         let mut sendable_rx = engine.subscribe_sendable();
         let mut stop_rx = self.stop_tx.subscribe();
         let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
+        let mut verifier = StreamVerifier::new(sent);
         let result = loop {
             if let Some(reason) = done_rx.borrow().clone() {
                 break if reason == "standby closed the connection" {
@@ -1000,6 +1053,24 @@ impl Hub {
                         Err(e) => break Err(ReplError::Storage(e.to_string())),
                     };
                     let end = sent + data.len() as u64;
+                    // Check every record before it leaves: a record damaged
+                    // on this primary's disk would be refused by the
+                    // standby, which would ask for it again for ever.
+                    if verifier.lsn() != sent {
+                        // After direct sends, which end at a batch boundary.
+                        verifier = StreamVerifier::new(sent);
+                    }
+                    let checked = verifier.feed(&data).and_then(|()| {
+                        if end == engine.sendable_lsn() {
+                            verifier.check_boundary()
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    if let Err(d) = checked {
+                        let resumed = !base_backup && d.lsn == from_lsn;
+                        break Err(self.wal_damaged(&engine, &conn.name, d, resumed));
+                    }
                     out.state().sent = end;
                     // IMPORTANT: recorded as sent before the write. Reports
                     // are capped at what was sent, and a fast standby can
@@ -1061,6 +1132,11 @@ impl Hub {
             }
         };
         conn.outbox.lock().state().direct = false;
+        if let Err(e @ ReplError::Storage(_)) = &result {
+            // This node's fault: the standby is told why, not just cut off.
+            let reason = e.to_string();
+            let _ = conn.outbox.send(&Message::Error { reason }).await;
+        }
         drop(reader);
         result
     }
@@ -1081,9 +1157,13 @@ impl Hub {
             .reset(&conn.name, oldest)
             .map_err(|e| ReplError::Storage(e.to_string()))?;
         let cap = self.slots.max_keep_bytes();
+        let damaged = self.wal_damaged_at();
         let recent = engine.latest_checkpoint().filter(|c| {
             let since = engine.end_lsn().saturating_sub(c.redo_lsn);
-            c.redo_lsn >= oldest && since <= c.bytes && (cap == 0 || since < cap / 2)
+            c.redo_lsn >= oldest
+                && since <= c.bytes
+                && (cap == 0 || since < cap / 2)
+                && damaged.is_none_or(|d| c.redo_lsn > d)
         });
         // Map it (through the engine's storage, so a node on the power-loss
         // simulator serves backups too) before a later checkpoint can remove

@@ -1077,3 +1077,72 @@ fn a_record_larger_than_the_in_flight_window_replicates() {
         .unwrap();
     assert!(got == big, "the standby holds {} bytes", got.len());
 }
+
+/// The WAL segment under `data_dir/wal` that holds `needle`, and where.
+fn find_in_wal(data_dir: &std::path::Path, needle: &[u8]) -> (std::path::PathBuf, usize) {
+    for entry in std::fs::read_dir(data_dir.join("wal")).expect("wal dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            let bytes = std::fs::read(&path).expect("read segment");
+            if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+                return (path, at);
+            }
+        }
+    }
+    panic!("no segment under {} holds {needle:?}", data_dir.display());
+}
+
+/// A record damaged on the primary's disk (bit rot in WAL a stopped standby
+/// still needs, below the primary's newest checkpoint, so the primary itself
+/// starts): the primary checks what it reads back before sending it, says
+/// so in its log and to the standby, and sends a base backup from a
+/// checkpoint past the damage. Before, it shipped the bytes, the standby
+/// refused them, reconnected and was sent them again, for ever.
+#[test]
+fn damaged_wal_on_the_primary_is_not_shipped_and_the_standby_gets_a_base_backup() {
+    let mut primary = start_primary(&[]);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    write_batch(&primary, "before", 200, 100);
+    wait_caught_up(&primary, &[&s1]);
+    s1.terminate();
+    write_batch(&primary, "while-down", 300, 100);
+    // A checkpoint past the damage: the primary's own recovery no longer
+    // reads that WAL, but s1's slot keeps it on disk.
+    save(&primary);
+    primary.terminate();
+    let (segment, at) = find_in_wal(&primary.data_dir(), b"while-down:150");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[at + 20] ^= 0x40; // inside the value
+    std::fs::write(&segment, bytes).unwrap();
+
+    primary.restart().expect("restarting the primary");
+    s1.restart().expect("restarting the standby");
+    write_batch(&primary, "after", 20, 100);
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        info(&s1).num("walship_base_backups"),
+        1,
+        "the standby re-seeds by base backup: {}",
+        s1.log_tail()
+    );
+    let (a, b) = (keyspace(&primary), keyspace(&s1));
+    assert_eq!(a.len(), 520);
+    assert!(
+        a == b,
+        "standby differs from the primary: {}",
+        keyspace_diff(&b, &a)
+    );
+    let log = primary.log();
+    assert!(
+        log.contains("this primary's WAL is damaged")
+            && log.contains(&segment.display().to_string()),
+        "the primary names the damage and the file: {}",
+        primary.log_tail()
+    );
+    assert!(
+        s1.log()
+            .contains("is not a valid record (CRC mismatch): reconnect for a base backup"),
+        "the standby is told why: {}",
+        s1.log_tail()
+    );
+}

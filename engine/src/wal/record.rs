@@ -398,26 +398,50 @@ pub enum ParsedSlice<'a> {
     Corrupt(&'static str),
 }
 
-/// [`parse`] over borrowed bytes.
-pub fn parse_slice(lsn: u64, buf: &[u8]) -> ParsedSlice<'_> {
-    if buf.len() < RECORD_HEADER_BYTES {
-        return ParsedSlice::Incomplete;
-    }
-    let header = &buf[..RECORD_HEADER_BYTES];
+/// A record header's fields: type, payload length, CRC.
+struct Header {
+    rtype: RecordType,
+    payload_len: u32,
+    crc: u32,
+}
+
+/// Checks a whole header: `Ok(None)` for the all-zero end-of-log header.
+fn check_header(header: &[u8; RECORD_HEADER_BYTES]) -> Result<Option<Header>, &'static str> {
     if header.iter().all(|&b| b == 0) {
-        return ParsedSlice::End;
+        return Ok(None);
     }
     let payload_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
     let Some(rtype) = RecordType::from_u8(header[8]) else {
-        return ParsedSlice::Corrupt("unknown record type");
+        return Err("unknown record type");
     };
     if header[9..12] != [0, 0, 0] {
-        return ParsedSlice::Corrupt("reserved header bytes are not zero");
+        return Err("reserved header bytes are not zero");
     }
     if payload_len > RECORD_PAYLOAD_MAX_BYTES {
-        return ParsedSlice::Corrupt("record length over the limit");
+        return Err("record length over the limit");
     }
+    Ok(Some(Header {
+        rtype,
+        payload_len,
+        crc,
+    }))
+}
+
+/// [`parse`] over borrowed bytes.
+pub fn parse_slice(lsn: u64, buf: &[u8]) -> ParsedSlice<'_> {
+    let Some(header) = buf.first_chunk::<RECORD_HEADER_BYTES>() else {
+        return ParsedSlice::Incomplete;
+    };
+    let Header {
+        rtype,
+        payload_len,
+        crc,
+    } = match check_header(header) {
+        Ok(Some(h)) => h,
+        Ok(None) => return ParsedSlice::End,
+        Err(why) => return ParsedSlice::Corrupt(why),
+    };
     let len = RECORD_HEADER_BYTES + payload_len as usize;
     if buf.len() < len {
         return ParsedSlice::Incomplete;
@@ -430,6 +454,121 @@ pub fn parse_slice(lsn: u64, buf: &[u8]) -> ParsedSlice<'_> {
         rtype,
         payload,
         len,
+    }
+}
+
+/// Checks WAL bytes record by record as they pass in chunks that may cut
+/// a record anywhere (a WAL sender checking what it read from the segment
+/// files before it ships it): header fields and CRC of every record, and no
+/// end-of-log header, since the bytes are known to be written. Holds one
+/// header and a running CRC, however large the records.
+pub struct StreamVerifier {
+    /// LSN of the next byte expected.
+    lsn: u64,
+    /// Where the record being checked begins.
+    record_lsn: u64,
+    header: [u8; RECORD_HEADER_BYTES],
+    header_len: usize,
+    /// Payload bytes of the current record still to come (once its header is whole).
+    remaining: u64,
+    crc: crc32fast::Hasher,
+    expected_crc: u32,
+}
+
+/// A record a [`StreamVerifier`] refused: where it begins, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// The LSN the damaged record begins at.
+    pub lsn: u64,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl StreamVerifier {
+    /// A verifier for a stream continuing at `lsn`, which must be where a
+    /// record begins.
+    pub fn new(lsn: u64) -> StreamVerifier {
+        StreamVerifier {
+            lsn,
+            record_lsn: lsn,
+            header: [0; RECORD_HEADER_BYTES],
+            header_len: 0,
+            remaining: 0,
+            crc: crc32fast::Hasher::new(),
+            expected_crc: 0,
+        }
+    }
+
+    /// The LSN the next bytes fed must begin at.
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// Checks that the bytes fed so far end where a record ends. For a
+    /// point the WAL writer published (it publishes whole batches, so such
+    /// points always fall between records): a record still open there
+    /// claims a length that runs past what was written.
+    pub fn check_boundary(&self) -> Result<(), DamagedRecord> {
+        if self.header_len == 0 {
+            Ok(())
+        } else {
+            Err(DamagedRecord {
+                lsn: self.record_lsn,
+                reason: "record runs past the end of the written log",
+            })
+        }
+    }
+
+    /// Checks `bytes`, which continue the stream at [`Self::lsn`]. After an
+    /// error the verifier is of no further use.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), DamagedRecord> {
+        let damaged = |lsn, reason| DamagedRecord { lsn, reason };
+        loop {
+            if self.header_len < RECORD_HEADER_BYTES {
+                let n = (RECORD_HEADER_BYTES - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                self.lsn += n as u64;
+                bytes = &bytes[n..];
+                if self.header_len < RECORD_HEADER_BYTES {
+                    return Ok(());
+                }
+                let h = match check_header(&self.header) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => {
+                        return Err(damaged(
+                            self.record_lsn,
+                            "zero bytes where a record was written",
+                        ))
+                    }
+                    Err(why) => return Err(damaged(self.record_lsn, why)),
+                };
+                self.crc = crc32fast::Hasher::new();
+                self.crc.update(&self.record_lsn.to_le_bytes());
+                self.crc.update(&self.header[8..]);
+                self.expected_crc = h.crc;
+                self.remaining = u64::from(h.payload_len);
+            }
+            let n = usize::try_from(self.remaining)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            self.crc.update(&bytes[..n]);
+            self.remaining -= n as u64;
+            self.lsn += n as u64;
+            bytes = &bytes[n..];
+            if self.remaining > 0 {
+                return Ok(());
+            }
+            let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
+            if crc != self.expected_crc {
+                return Err(damaged(self.record_lsn, "CRC mismatch"));
+            }
+            self.record_lsn = self.lsn;
+            self.header_len = 0;
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -499,7 +638,91 @@ mod tests {
         );
     }
 
+    /// Records of `sizes` (value lengths) encoded from `lsn`; also the LSN
+    /// each record begins at.
+    fn encoded_log(lsn: u64, sizes: &[usize]) -> (Vec<u8>, Vec<u64>) {
+        let (mut buf, mut starts) = (Vec::new(), Vec::new());
+        for (i, &n) in sizes.iter().enumerate() {
+            starts.push(lsn + buf.len() as u64);
+            let m = if n == 0 {
+                Mutation::Delete {
+                    key: Bytes::from(format!("k{i}")),
+                }
+            } else {
+                Mutation::Put {
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from(vec![i as u8; n]),
+                }
+            };
+            m.encode(lsn + buf.len() as u64, &mut buf);
+        }
+        (buf, starts)
+    }
+
+    /// Feeds `buf` to a verifier in chunks cut at `cuts` (offsets, any
+    /// order), then checks that it ends on a record boundary.
+    fn verify_in_chunks(lsn: u64, buf: &[u8], cuts: &[usize]) -> Result<(), DamagedRecord> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c % (buf.len() + 1)).collect();
+        cuts.push(buf.len());
+        cuts.sort_unstable();
+        let mut v = StreamVerifier::new(lsn);
+        let mut at = 0;
+        for c in cuts {
+            v.feed(&buf[at..c])?;
+            at = c;
+            assert_eq!(v.lsn(), lsn + at as u64);
+        }
+        v.check_boundary()
+    }
+
+    #[test]
+    fn stream_verifier_names_the_damaged_record() {
+        let (mut buf, starts) = encoded_log(4096, &[10, 0, 300, 5]);
+        assert_eq!(verify_in_chunks(4096, &buf, &[3, 20, 21, 400]), Ok(()));
+        // A zeroed block where records were written is damage, not an end.
+        let mut zeroed = buf.clone();
+        let third = (starts[2] - 4096) as usize;
+        zeroed[third..].fill(0);
+        assert_eq!(
+            verify_in_chunks(4096, &zeroed, &[]),
+            Err(DamagedRecord {
+                lsn: starts[2],
+                reason: "zero bytes where a record was written"
+            })
+        );
+        // A length that runs past the end of what was written.
+        let last = (starts[3] - 4096) as usize;
+        buf[last] += 1;
+        assert_eq!(
+            verify_in_chunks(4096, &buf, &[last + 5]),
+            Err(DamagedRecord {
+                lsn: starts[3],
+                reason: "record runs past the end of the written log"
+            })
+        );
+        // The same bytes at another LSN do not verify.
+        let (buf, _) = encoded_log(4096, &[10]);
+        assert!(verify_in_chunks(4097, &buf, &[]).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn stream_verifier_accepts_any_chunking_and_finds_any_flipped_byte(
+            sizes in proptest::collection::vec(0usize..200, 1..12),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            flip in any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+            lsn in 0u64..1 << 40,
+        ) {
+            let (mut buf, starts) = encoded_log(lsn, &sizes);
+            prop_assert_eq!(verify_in_chunks(lsn, &buf, &cuts), Ok(()));
+            let at = flip.index(buf.len());
+            buf[at] ^= 1 << bit;
+            let damaged = starts.iter().rev().find(|&&s| s <= lsn + at as u64).copied();
+            let found = verify_in_chunks(lsn, &buf, &cuts);
+            prop_assert_eq!(found.map_err(|d| d.lsn), Err(damaged.unwrap()));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256), lsn in any::<u64>()) {
             let bytes = Bytes::from(data);
