@@ -37,7 +37,7 @@ pub mod stream;
 pub mod sync_rule;
 
 pub use handle::{EngineHandle, RewindOutcome};
-pub use primary::{Hub, StandbyView, SyncWaitError};
+pub use primary::{Hub, StandbyView, SyncWaitError, DEFAULT_SENDER_TIMEOUT_MS};
 pub use slots::Slots;
 pub use standby::{Receiver, ReceiverConfig, ReceiverStatus, RewindCounters};
 pub use sync_rule::{check_standby_name, SyncStandbyNames, SynchronousCommit};

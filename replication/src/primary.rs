@@ -31,8 +31,9 @@ const CHUNK_MAX_BYTES: usize = 1 << 20;
 const IN_FLIGHT_MAX_BYTES: u64 = 64 << 20;
 /// Keepalive period when idle.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-/// A standby silent this long is dropped.
-const STANDBY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Hub::sender_timeout_ms`]: a standby reports at least every
+/// 100 ms and answers every keepalive.
+pub const DEFAULT_SENDER_TIMEOUT_MS: u64 = 30_000;
 /// Samples kept for lag measurement.
 const LAG_SAMPLES_MAX: usize = 4096;
 
@@ -313,6 +314,9 @@ pub struct Hub {
     /// (0: none). A standby that still needs WAL from there gets a base
     /// backup whose checkpoint lies past it.
     wal_damaged_at: AtomicU64,
+    /// A standby silent this long is dropped (PostgreSQL's
+    /// `wal_sender_timeout`); 0 = never.
+    sender_timeout_ms: AtomicU64,
 }
 
 impl Hub {
@@ -333,7 +337,19 @@ impl Hub {
             fenced_by: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             wal_damaged_at: AtomicU64::new(0),
+            sender_timeout_ms: AtomicU64::new(DEFAULT_SENDER_TIMEOUT_MS),
         })
+    }
+
+    /// How long a standby may be silent before its stream is dropped, in
+    /// ms; 0 = for ever.
+    pub fn sender_timeout_ms(&self) -> u64 {
+        self.sender_timeout_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Hub::sender_timeout_ms`]; streams apply it at their next check.
+    pub fn set_sender_timeout_ms(&self, ms: u64) {
+        self.sender_timeout_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The replication slots.
@@ -1108,7 +1124,10 @@ impl Hub {
                 self.recompute();
                 continue;
             }
-            if conn.progress.lock().last_reply.elapsed() > STANDBY_TIMEOUT {
+            let timeout_ms = self.sender_timeout_ms();
+            if timeout_ms > 0
+                && conn.progress.lock().last_reply.elapsed() > Duration::from_millis(timeout_ms)
+            {
                 break Err(ReplError::Timeout("a status report from the standby"));
             }
             tokio::select! {

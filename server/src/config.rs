@@ -238,6 +238,10 @@ pub struct ServerArgs {
     /// keepalive every second) and reconnect; 0 = never [default: 30000]
     #[arg(long, value_name = "MS")]
     pub wal_receiver_timeout_ms: Option<u64>,
+    /// On a primary: drop a standby silent this long (it reports at least
+    /// every 100 ms) and keep its slot; 0 = never [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub wal_sender_timeout_ms: Option<u64>,
     /// Most WAL a replication slot may hold back, e.g. 1GiB; 0 = unlimited [default: 0]
     #[arg(long, value_name = "SIZE")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
@@ -299,6 +303,8 @@ pub struct FileConfig {
     pub synchronous_commit_timeout_ms: Option<u64>,
     #[serde(alias = "wal_receiver_timeout_ms")]
     pub wal_receiver_timeout_ms: Option<u64>,
+    #[serde(alias = "wal_sender_timeout_ms")]
+    pub wal_sender_timeout_ms: Option<u64>,
     #[serde(alias = "max_slot_wal_keep_size")]
     pub max_slot_wal_keep_size: Option<ByteSize>,
     #[serde(alias = "commit_delay_us")]
@@ -349,6 +355,8 @@ pub struct ServerConfig {
     pub synchronous_commit_timeout_ms: u64,
     /// PostgreSQL's `wal_receiver_timeout`; 0 = never.
     pub wal_receiver_timeout_ms: u64,
+    /// PostgreSQL's `wal_sender_timeout`; 0 = never.
+    pub wal_sender_timeout_ms: u64,
     /// 0 = unlimited.
     pub max_slot_wal_keep_size_bytes: u64,
     /// Group-commit delay (PostgreSQL's `commit_delay`), in microseconds.
@@ -469,6 +477,10 @@ impl ServerConfig {
                 .wal_receiver_timeout_ms
                 .or(file.wal_receiver_timeout_ms)
                 .unwrap_or(DEFAULT_WAL_RECEIVER_TIMEOUT_MS),
+            wal_sender_timeout_ms: args
+                .wal_sender_timeout_ms
+                .or(file.wal_sender_timeout_ms)
+                .unwrap_or(walship_replication::DEFAULT_SENDER_TIMEOUT_MS),
             max_slot_wal_keep_size_bytes: size(
                 args.max_slot_wal_keep_size,
                 file.max_slot_wal_keep_size,

@@ -86,6 +86,7 @@ impl Replication {
         let sync_names = SyncStandbyNames::parse(&config.synchronous_standby_names)
             .expect("validated with the configuration");
         let hub = Hub::new(store.handle().clone(), slots.clone(), sync_names);
+        hub.set_sender_timeout_ms(config.wal_sender_timeout_ms);
         Replication {
             hub,
             slots,

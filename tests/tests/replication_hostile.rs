@@ -2,7 +2,9 @@
 //! is refused and keeps its own data; malformed frames sent to a primary's
 //! replication port close that connection only; a fake "primary" sending
 //! garbage WAL or broken frames cannot change a standby's data or WAL end;
-//! a standby that was sent a base backup confirms nothing until it says so.
+//! a standby that was sent a base backup confirms nothing until it says so;
+//! a standby slow to read its base backup is not cut off once it has it,
+//! and one that then goes silent is dropped after `wal-sender-timeout-ms`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -929,4 +931,119 @@ fn masterauth_set_at_runtime_lets_a_refused_standby_in() {
         || format!("the standby caught up: {:#?}", info(&standby)),
     );
     assert_eq!(info(&standby).field("master_link_status"), "up");
+}
+
+/// Reads one frame of any size up to 2 MiB (a base backup's chunks carry
+/// 1 MiB of data plus their header); `None` once the peer closed.
+fn read_any_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).ok()?;
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    assert!((1..=2 << 20).contains(&len), "frame length {len}");
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some((body[0], body[1..].to_vec()))
+}
+
+/// The `slaveN` line of the standby named `name` on `primary`, if listed.
+fn listed(primary: &TestServer, name: &str) -> bool {
+    info(primary).slave_named(name).is_some()
+}
+
+/// A standby reports nothing while its base backup arrives, so a backup
+/// that takes longer than `wal-sender-timeout-ms` (here: a standby that
+/// reads nothing for 2.5 s, with a 1 s timeout) must not end the stream the
+/// moment it is sent: the silence is timed from the end of the transfer.
+/// Then the timeout does its job: once the standby stops reporting, it is
+/// dropped.
+#[test]
+fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
+    let primary = start_primary(&["--wal-sender-timeout-ms", "1000"]);
+    // 24 MiB of state: more than the socket buffers hold, so the primary's
+    // sends wait for the reader.
+    let value = "v".repeat(64 << 10);
+    let mut con = primary.connection();
+    for i in 0..384 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(&value)
+            .query(&mut con)
+            .expect("SET");
+    }
+    let raw = open_stream(&primary);
+    let mut stream = raw.stream().try_clone().expect("clone the stream");
+    stream.set_read_timeout(Some(CLOSE_GUARD)).unwrap();
+    stream
+        .write_all(&frame(
+            frames::HELLO,
+            &frames::hello(frames::PROTO_VERSION, 0, 0, 0, "slow"),
+        ))
+        .expect("sending Hello");
+    thread::sleep(Duration::from_millis(2500));
+    let mut epoch = None;
+    loop {
+        let (kind, payload) =
+            read_any_frame(&mut stream).expect("the primary closed the stream during the backup");
+        assert!(
+            kind != frames::REFUSE && kind != frames::ERROR,
+            "{}",
+            frames::reason(&payload)
+        );
+        if kind == frames::BACKUP_BEGIN {
+            epoch = Some(u64::from_le_bytes(payload[8..16].try_into().unwrap()));
+        }
+        if kind == frames::BACKUP_END {
+            break;
+        }
+    }
+    let epoch = epoch.expect("a BackupBegin before the BackupEnd");
+    // Reports as a standby does once it installed the backup, every 200 ms
+    // for 2 s (twice the timeout), reading what comes meanwhile.
+    let end = info(&primary).num("master_repl_offset");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let reporting = Instant::now();
+    while reporting.elapsed() < Duration::from_secs(2) {
+        stream
+            .write_all(&frame(
+                frames::STATUS,
+                &frames::status(epoch, end, end, end),
+            ))
+            .expect("the primary dropped the standby right after its base backup");
+        let mut sink = [0u8; 64 << 10];
+        match stream.read(&mut sink) {
+            Ok(0) => panic!(
+                "the primary closed the stream after the base backup: {}",
+                primary.log_tail()
+            ),
+            Ok(_) => {}
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+    }
+    assert!(
+        listed(&primary, "slow"),
+        "the standby is still connected after its backup: {:#?}\n{}",
+        info(&primary),
+        primary.log_tail()
+    );
+    // Silent from here (reading nothing either): dropped after the timeout.
+    wait_until(
+        CLOSE_GUARD,
+        || !listed(&primary, "slow"),
+        || format!("a silent standby dropped: {}", primary.log_tail()),
+    );
+    assert!(
+        primary
+            .log()
+            .contains("timed out waiting for a status report from the standby"),
+        "{}",
+        primary.log_tail()
+    );
 }

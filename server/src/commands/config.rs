@@ -268,6 +268,14 @@ const PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "wal_sender_timeout_ms",
+        get: |s| s.replication.hub.sender_timeout_ms().to_string(),
+        set: Some(|s, v| {
+            s.replication.hub.set_sender_timeout_ms(parse_ms(v)?);
+            Ok(())
+        }),
+    },
+    Param {
         name: "max_slot_wal_keep_size",
         get: |s| s.replication.slots.max_keep_bytes().to_string(),
         set: Some(|s, v| {
@@ -703,6 +711,16 @@ mod tests {
         assert_eq!(t.get("wal_receiver_timeout_ms"), "5000");
         let bad = t.cmd(&["CONFIG", "SET", "wal_receiver_timeout_ms", "5s"]);
         assert!(bad.contains("is not a number of milliseconds"), "{bad:?}");
+
+        assert_eq!(t.get("wal_sender_timeout_ms"), "30000");
+        assert_eq!(
+            t.cmd(&["CONFIG", "SET", "wal-sender-timeout-ms", "0"]),
+            "+OK\r\n"
+        );
+        assert_eq!(t.shared.replication.hub.sender_timeout_ms(), 0);
+        let bad = t.cmd(&["CONFIG", "SET", "wal_sender_timeout_ms", "-1"]);
+        assert!(bad.contains("is not a number of milliseconds"), "{bad:?}");
+        assert_eq!(t.get("wal_sender_timeout_ms"), "0");
     }
 
     #[test]
