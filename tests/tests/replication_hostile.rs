@@ -386,22 +386,7 @@ fn a_standby_sent_a_base_backup_confirms_nothing_until_it_reports() {
             &frames::hello(frames::PROTO_VERSION, 0, 0, 0, "fake"),
         ))
         .expect("sending Hello");
-    let mut epoch = None;
-    loop {
-        let (kind, payload) = read_frame(&mut stream);
-        assert!(
-            kind != frames::REFUSE && kind != frames::ERROR,
-            "{}",
-            frames::reason(&payload)
-        );
-        if kind == frames::BACKUP_BEGIN {
-            epoch = Some(u64::from_le_bytes(payload[8..16].try_into().unwrap()));
-        }
-        if kind == frames::BACKUP_END {
-            break;
-        }
-    }
-    let epoch = epoch.expect("a BackupBegin before the BackupEnd");
+    let epoch = receive_base_backup(&mut stream);
     assert_eq!(
         pending.reply_within(Duration::from_millis(500)),
         None,
@@ -945,7 +930,28 @@ fn read_any_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((body[0], body[1..].to_vec()))
 }
 
-/// The `slaveN` line of the standby named `name` on `primary`, if listed.
+/// Reads a base backup up to its BackupEnd, as a blank standby that
+/// installs nothing; returns the epoch its BackupBegin named.
+fn receive_base_backup(stream: &mut TcpStream) -> u64 {
+    let mut epoch = None;
+    loop {
+        let (kind, payload) =
+            read_any_frame(stream).expect("the primary closed the stream during the backup");
+        assert!(
+            kind != frames::REFUSE && kind != frames::ERROR,
+            "{}",
+            frames::reason(&payload)
+        );
+        if kind == frames::BACKUP_BEGIN {
+            epoch = Some(u64::from_le_bytes(payload[8..16].try_into().unwrap()));
+        }
+        if kind == frames::BACKUP_END {
+            return epoch.expect("a BackupBegin before the BackupEnd");
+        }
+    }
+}
+
+/// Whether `primary` lists a standby named `name`.
 fn listed(primary: &TestServer, name: &str) -> bool {
     info(primary).slave_named(name).is_some()
 }
@@ -980,23 +986,7 @@ fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
         ))
         .expect("sending Hello");
     thread::sleep(Duration::from_millis(2500));
-    let mut epoch = None;
-    loop {
-        let (kind, payload) =
-            read_any_frame(&mut stream).expect("the primary closed the stream during the backup");
-        assert!(
-            kind != frames::REFUSE && kind != frames::ERROR,
-            "{}",
-            frames::reason(&payload)
-        );
-        if kind == frames::BACKUP_BEGIN {
-            epoch = Some(u64::from_le_bytes(payload[8..16].try_into().unwrap()));
-        }
-        if kind == frames::BACKUP_END {
-            break;
-        }
-    }
-    let epoch = epoch.expect("a BackupBegin before the BackupEnd");
+    let epoch = receive_base_backup(&mut stream);
     // Reports as a standby does once it installed the backup, every 200 ms
     // for 2 s (twice the timeout), reading what comes meanwhile.
     let end = info(&primary).num("master_repl_offset");
