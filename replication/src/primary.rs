@@ -314,6 +314,10 @@ pub struct Hub {
     /// (0: none). A standby that still needs WAL from there gets a base
     /// backup whose checkpoint lies past it.
     wal_damaged_at: AtomicU64,
+    /// Standbys whose resume LSN is not where a valid record begins: each
+    /// gets a base backup when it next connects (the fault may be theirs,
+    /// so it says nothing about the WAL other standbys need).
+    reseed: Mutex<std::collections::HashSet<String>>,
     /// A standby silent this long is dropped (PostgreSQL's
     /// `wal_sender_timeout`); 0 = never.
     sender_timeout_ms: AtomicU64,
@@ -337,6 +341,7 @@ impl Hub {
             fenced_by: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             wal_damaged_at: AtomicU64::new(0),
+            reseed: Mutex::default(),
             sender_timeout_ms: AtomicU64::new(DEFAULT_SENDER_TIMEOUT_MS),
         })
     }
@@ -858,6 +863,14 @@ impl Hub {
             );
             return Admission::BaseBackup;
         }
+        if self.reseed.lock().remove(name.as_str()) {
+            tracing::warn!(
+                standby = %name,
+                flushed_lsn = *flushed_lsn,
+                "this standby's last resume LSN was not where a valid record begins: sending a base backup"
+            );
+            return Admission::BaseBackup;
+        }
         if let Some(damaged) = self.wal_damaged_at() {
             if *flushed_lsn <= damaged {
                 tracing::warn!(
@@ -891,7 +904,11 @@ impl Hub {
     /// state it is taken from was never read back from the damaged file),
     /// and returns the error that ends this stream, which the standby is
     /// told. `resumed` says the record is the first one at the LSN the
-    /// standby asked to resume from, which it may have got wrong.
+    /// standby asked to resume from, which it may have got wrong (a standby
+    /// whose WAL does not match, or a hostile one): then only that standby
+    /// is re-seeded, and if the WAL is damaged there after all, the sender
+    /// of the stream after its base backup finds it from a known record
+    /// boundary.
     fn wal_damaged(
         &self,
         engine: &Engine,
@@ -899,7 +916,11 @@ impl Hub {
         d: DamagedRecord,
         resumed: bool,
     ) -> ReplError {
-        self.wal_damaged_at.fetch_max(d.lsn + 1, Ordering::AcqRel);
+        if resumed {
+            self.reseed.lock().insert(standby.to_string());
+        } else {
+            self.wal_damaged_at.fetch_max(d.lsn + 1, Ordering::AcqRel);
+        }
         let file = engine.wal_file_for(d.lsn).map_or_else(
             || "a removed segment".to_string(),
             |p| p.display().to_string(),

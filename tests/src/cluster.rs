@@ -407,6 +407,19 @@ pub mod frames {
         flushed_lsn: u64,
         name: &str,
     ) -> Vec<u8> {
+        hello_with_history(proto_version, cluster_id, epoch, flushed_lsn, name, &[])
+    }
+
+    /// A `Hello` payload carrying an epoch history, `(epoch, start LSN)`
+    /// oldest first.
+    pub fn hello_with_history(
+        proto_version: u32,
+        cluster_id: u64,
+        epoch: u64,
+        flushed_lsn: u64,
+        name: &str,
+        history: &[(u64, u64)],
+    ) -> Vec<u8> {
         let mut p = Vec::new();
         p.extend_from_slice(&proto_version.to_le_bytes());
         p.extend_from_slice(&cluster_id.to_le_bytes());
@@ -414,8 +427,27 @@ pub mod frames {
         p.extend_from_slice(&flushed_lsn.to_le_bytes());
         p.extend_from_slice(&(name.len() as u32).to_le_bytes());
         p.extend_from_slice(name.as_bytes());
-        p.extend_from_slice(&0u32.to_le_bytes());
+        p.extend_from_slice(&(history.len() as u32).to_le_bytes());
+        for (e, start) in history {
+            p.extend_from_slice(&e.to_le_bytes());
+            p.extend_from_slice(&start.to_le_bytes());
+        }
         p
+    }
+
+    /// The epoch history in a data directory's `epochs` file
+    /// (docs/wal-format.md): magic, count, then (epoch, start LSN) pairs.
+    pub fn read_epochs(data_dir: &std::path::Path) -> Vec<(u64, u64)> {
+        let b = std::fs::read(data_dir.join("epochs")).expect("reading the epochs file");
+        assert_eq!(&b[..8], b"WSHPEPOC", "epochs file magic");
+        let n = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+        (0..n)
+            .map(|i| {
+                let at = 12 + 16 * i;
+                let word = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+                (word(at), word(at + 8))
+            })
+            .collect()
     }
 
     /// A `Welcome` payload.

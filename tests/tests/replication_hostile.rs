@@ -1037,3 +1037,79 @@ fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
         primary.log_tail()
     );
 }
+
+/// A standby whose resume LSN falls inside a record (its WAL does not
+/// match the primary's, or it lies) is told so and re-seeded by base backup
+/// when it comes back. The primary does not take that for damage in its own
+/// WAL: a real standby that needs WAL from before that point streams on
+/// without a base backup.
+#[test]
+fn a_standby_resuming_inside_a_record_is_reseeded_and_others_are_not() {
+    let primary = start_primary(&[]);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    set(&primary, "a", "1");
+    wait_caught_up(&primary, &[&s1]);
+    s1.terminate();
+    for i in 0..20 {
+        set(&primary, &format!("k{i}"), "v");
+    }
+    let primary_info = info(&primary);
+    let cluster_id =
+        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = primary_info.num("walship_epoch");
+    let end = primary_info.num("master_repl_offset");
+    let history = frames::read_epochs(&primary.data_dir());
+    // Three bytes before the end: inside the last record.
+    let hello = frame(
+        frames::HELLO,
+        &frames::hello_with_history(
+            frames::PROTO_VERSION,
+            cluster_id,
+            epoch,
+            end - 3,
+            "liar",
+            &history,
+        ),
+    );
+
+    let mut con = open_stream(&primary);
+    con.send(&hello).expect("sending Hello");
+    let answer = con
+        .read_until_closed()
+        .expect("the primary closes the stream");
+    let parsed = frames::parse(&answer);
+    let kinds: Vec<u8> = parsed.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds.first(), Some(&frames::WELCOME), "{kinds:?}");
+    let (kind, payload) = parsed.last().expect("frames");
+    assert_eq!(*kind, frames::ERROR, "{kinds:?}");
+    assert!(
+        frames::reason(payload).contains("is not a valid record"),
+        "{}",
+        frames::reason(payload)
+    );
+
+    // Back again: a base backup, not the same stream.
+    let con = open_stream(&primary);
+    let mut stream = con.stream().try_clone().expect("clone the stream");
+    stream.set_read_timeout(Some(CLOSE_GUARD)).unwrap();
+    stream.write_all(&hello).expect("sending Hello");
+    receive_base_backup(&mut stream);
+
+    // s1 needs WAL from before the liar's LSN: it streams on.
+    s1.restart().expect("restarting s1");
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        info(&s1).num("walship_base_backups"),
+        0,
+        "a standby behind the liar's LSN was re-seeded: {}",
+        primary.log_tail()
+    );
+    assert_eq!(keyspace(&s1), keyspace(&primary));
+    assert!(
+        !primary
+            .log()
+            .contains("a record written earlier no longer reads back as written"),
+        "a false alarm: {}",
+        primary.log_tail()
+    );
+}
