@@ -893,8 +893,9 @@ impl Hub {
         Admission::Stream
     }
 
-    /// The LSN of the newest damaged WAL record a sender found, if any.
-    fn wal_damaged_at(&self) -> Option<Lsn> {
+    /// The LSN of the newest damaged WAL record a sender found, if any
+    /// (since this process started).
+    pub fn wal_damaged_at(&self) -> Option<Lsn> {
         self.wal_damaged_at.load(Ordering::Acquire).checked_sub(1)
     }
 

@@ -278,6 +278,7 @@ pub fn replication_json(shared: &Shared) -> serde_json::Value {
     let fenced = repl.fenced_by();
     obj.insert("fenced".into(), fenced.is_some().into());
     obj.insert("fenced_by_epoch".into(), fenced.into());
+    obj.insert("wal_damaged_lsn".into(), repl.hub.wal_damaged_at().into());
     obj.insert(
         "epoch_start_lsn".into(),
         engine

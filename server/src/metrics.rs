@@ -303,6 +303,12 @@ fn render_replication(shared: &Shared, out: &mut String) {
         "1 while this primary refuses writes because a standby showed it a newer epoch.",
         u8::from(shared.replication.fenced_by().is_some()),
     );
+    gauge(
+        out,
+        "walship_wal_damage_found",
+        "1 once a WAL sender found a record on this node's disk that fails its CRC (INFO walship_wal_damaged_lsn, and the log, say where).",
+        u8::from(shared.replication.hub.wal_damaged_at().is_some()),
+    );
     if let Role::Standby { receiver, .. } = role {
         let st = receiver.status();
         gauge(

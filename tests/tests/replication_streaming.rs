@@ -1127,6 +1127,18 @@ fn damaged_wal_on_the_primary_is_not_shipped_and_the_standby_gets_a_base_backup(
     );
     assert_eq!(keyspace(&primary).len(), 520);
     assert_same_keyspace(&primary, &s1);
+    // Visible to monitoring, not only in the log.
+    let damaged_lsn = info(&primary).num("walship_wal_damaged_lsn");
+    assert!(damaged_lsn > 0, "{:#?}", info(&primary));
+    let metrics = walship_tests::http::get(primary.admin_port(), "/metrics").expect("/metrics");
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "walship_wal_damage_found 1"),
+        "{}",
+        metrics.body
+    );
     let log = primary.log();
     assert!(
         log.contains("a record written earlier no longer reads back as written")

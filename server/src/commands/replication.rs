@@ -383,6 +383,9 @@ pub fn info_replication(shared: &Shared, out: &mut String) {
     if let Some(epoch) = fenced {
         f("walship_fenced_by_epoch", &epoch);
     }
+    if let Some(lsn) = shared.replication.hub.wal_damaged_at() {
+        f("walship_wal_damaged_lsn", &lsn);
+    }
     let rw = &shared.replication.rewinds;
     f("walship_rewinds", &rw.rewinds.load(Ordering::Relaxed));
     f(
