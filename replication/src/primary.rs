@@ -34,6 +34,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Default [`Hub::sender_timeout_ms`]: a standby reports at least every
 /// 100 ms and answers every keepalive.
 pub const DEFAULT_SENDER_TIMEOUT_MS: u64 = 30_000;
+/// What a stream waits for from a standby, at most the sender timeout.
+const REPORT: &str = "a status report from the standby";
 /// Samples kept for lag measurement.
 const LAG_SAMPLES_MAX: usize = 4096;
 
@@ -917,24 +919,51 @@ impl Hub {
         d: DamagedRecord,
         resumed: bool,
     ) -> ReplError {
-        if resumed {
-            self.reseed.lock().insert(standby.to_string());
-        } else {
-            self.wal_damaged_at.fetch_max(d.lsn + 1, Ordering::AcqRel);
-        }
-        let file = engine.wal_file_for(d.lsn).map_or_else(
-            || "a removed segment".to_string(),
-            |p| p.display().to_string(),
-        );
         let (lsn, reason) = (d.lsn, d.reason);
+        let file = self.mark_damaged(engine, lsn, resumed.then_some(standby));
         if resumed {
             tracing::error!(standby, lsn, %file, reason, "the WAL at the LSN this standby resumes from is not a valid record: either the standby's WAL does not match this primary's, or this primary's WAL is damaged there; sending it a base backup");
         } else {
             tracing::error!(standby, lsn, %file, reason, "this primary's WAL is damaged (a record written earlier no longer reads back as written): standbys that still need it get a base backup; run SAVE (a checkpoint) so that crash recovery no longer needs it, and check the disk");
         }
         ReplError::Storage(format!(
-            "the primary's WAL at LSN {lsn} ({file}) is not a valid record ({reason}): reconnect for a base backup"
+            "the primary's WAL at LSN {lsn} (the record begins in {file}) is not a valid record ({reason}): reconnect for a base backup"
         ))
+    }
+
+    /// A sender could not read this primary's WAL at `lsn` (a segment cut
+    /// short, an I/O error): handled as damage there, so that the standby is
+    /// re-seeded instead of asking for the same bytes for ever.
+    fn wal_unreadable(
+        &self,
+        engine: &Engine,
+        standby: &str,
+        lsn: Lsn,
+        e: &walship_engine::EngineError,
+    ) -> ReplError {
+        let file = self.mark_damaged(engine, lsn, None);
+        tracing::error!(standby, lsn, %file, error = %e, "this primary cannot read back its WAL: standbys that still need it get a base backup; run SAVE (a checkpoint) so that crash recovery no longer needs it, and check the disk");
+        ReplError::Storage(format!(
+            "the primary cannot read its WAL at LSN {lsn} ({file}): {e}: reconnect for a base backup"
+        ))
+    }
+
+    /// Makes the standbys that need WAL at `lsn` take a base backup: only
+    /// `standby` when given, else every one at or before it. Returns the
+    /// segment file holding `lsn`, for messages.
+    fn mark_damaged(&self, engine: &Engine, lsn: Lsn, standby: Option<&str>) -> String {
+        match standby {
+            Some(name) => {
+                self.reseed.lock().insert(name.to_string());
+            }
+            None => {
+                self.wal_damaged_at.fetch_max(lsn + 1, Ordering::AcqRel);
+            }
+        }
+        engine.wal_file_for(lsn).map_or_else(
+            || "a removed segment".to_string(),
+            |p| p.display().to_string(),
+        )
     }
 
     /// The newer epoch this node learned of, if it has been deposed.
@@ -1053,6 +1082,7 @@ impl Hub {
         let mut stop_rx = self.stop_tx.subscribe();
         let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
         let mut verifier = StreamVerifier::new(sent);
+        let last_reply = || conn.progress.lock().last_reply;
         let result = loop {
             if let Some(reason) = done_rx.borrow().clone() {
                 break if reason == "standby closed the connection" {
@@ -1063,11 +1093,7 @@ impl Hub {
             }
             if *stop_rx.borrow() {
                 conn.outbox.lock().state().direct = false;
-                let _ = conn
-                    .outbox
-                    .send(&Message::Error {
-                        reason: "this node is no longer the primary".into(),
-                    })
+                self.send_last_words(conn, "this node is no longer the primary".into())
                     .await;
                 break Ok(());
             }
@@ -1088,7 +1114,15 @@ impl Hub {
                     out.state().direct = false;
                     let data = match engine.read_wal(sent, CHUNK_MAX_BYTES) {
                         Ok(d) => d,
-                        Err(e) => break Err(ReplError::Storage(e.to_string())),
+                        // Removed by a checkpoint meanwhile: the standby's
+                        // next admission finds it gone. (A segment missing
+                        // above the oldest one kept is a hole: unreadable.)
+                        Err(e @ walship_engine::EngineError::WalRemoved { lsn, oldest })
+                            if lsn < oldest =>
+                        {
+                            break Err(ReplError::Storage(e.to_string()))
+                        }
+                        Err(e) => break Err(self.wal_unreadable(&engine, &conn.name, sent, &e)),
                     };
                     let end = sent + data.len() as u64;
                     // Check every record before it leaves: a record damaged
@@ -1135,7 +1169,7 @@ impl Hub {
             if became_streaming {
                 self.recompute();
             }
-            if let Err(e) = conn.outbox.drain().await {
+            if let Err(e) = self.bounded(REPORT, last_reply, conn.outbox.drain()).await {
                 break Err(e);
             }
             if sent_now {
@@ -1150,7 +1184,7 @@ impl Hub {
             if timeout_ms > 0
                 && conn.progress.lock().last_reply.elapsed() > Duration::from_millis(timeout_ms)
             {
-                break Err(ReplError::Timeout("a status report from the standby"));
+                break Err(ReplError::Timeout(REPORT));
             }
             tokio::select! {
                 _ = sendable_rx.changed(), if !direct => {}
@@ -1166,17 +1200,16 @@ impl Hub {
                         timestamp_ms: now_ms(),
                         reply_requested: true,
                     };
-                    if let Err(e) = conn.outbox.send(&msg).await {
+                    if let Err(e) = self.bounded(REPORT, last_reply, conn.outbox.send(&msg)).await {
                         break Err(e);
                     }
                 }
             }
         };
         conn.outbox.lock().state().direct = false;
-        if let Err(e @ ReplError::Storage(_)) = &result {
+        if let Err(ReplError::Storage(reason)) = &result {
             // This node's fault: the standby is told why, not just cut off.
-            let reason = e.to_string();
-            let _ = conn.outbox.send(&Message::Error { reason }).await;
+            self.send_last_words(conn, reason.clone()).await;
         }
         drop(reader);
         result
@@ -1261,46 +1294,112 @@ impl Hub {
             .map_err(|e| ReplError::Storage(e.to_string()))?;
         let len = map.len() as u64;
         tracing::info!(standby = %conn.name, redo_lsn = info.redo_lsn, bytes = len, "sending base backup");
-        conn.outbox
-            .send(&Message::BackupBegin {
+        self.send_backup_frame(
+            conn,
+            &Message::BackupBegin {
                 cluster_id: engine.cluster_id(),
                 epoch: info.epoch,
                 redo_lsn: info.redo_lsn,
                 end_lsn: info.end_lsn,
                 checkpoint_bytes: len,
-            })
-            .await?;
+            },
+        )
+        .await?;
         let mut crc = crc32fast::Hasher::new();
         let mut offset = 0usize;
         while offset < map.len() {
             let end = (offset + CHUNK_MAX_BYTES).min(map.len());
             let data = map.slice(offset..end);
             crc.update(&data);
-            conn.outbox
-                .send(&Message::BackupChunk {
+            self.send_backup_frame(
+                conn,
+                &Message::BackupChunk {
                     kind: BACKUP_CHUNK_CHECKPOINT,
                     offset: offset as u64,
                     data,
-                })
-                .await?;
+                },
+            )
+            .await?;
             offset = end;
         }
         let history = engine.epoch_history().encode();
-        conn.outbox
-            .send(&Message::BackupChunk {
+        self.send_backup_frame(
+            conn,
+            &Message::BackupChunk {
                 kind: BACKUP_CHUNK_EPOCHS,
                 offset: 0,
                 data: history.into(),
-            })
-            .await?;
-        conn.outbox
-            .send(&Message::BackupEnd {
+            },
+        )
+        .await?;
+        self.send_backup_frame(
+            conn,
+            &Message::BackupEnd {
                 checkpoint_crc: crc.finalize(),
                 wal_start_lsn: info.redo_lsn,
                 wal_end_lsn: info.end_lsn,
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(info.redo_lsn)
+    }
+
+    /// Sends one frame of a base backup. A standby reports nothing while a
+    /// backup arrives, so its liveness is the socket taking the bytes: a
+    /// frame (at most a chunk) not taken within the sender timeout ends the
+    /// stream.
+    async fn send_backup_frame(&self, conn: &StandbyConn, m: &Message) -> Result<(), ReplError> {
+        let began = Instant::now();
+        self.bounded(
+            "the standby to read its base backup",
+            || began,
+            conn.outbox.send(m),
+        )
+        .await
+    }
+
+    /// Waits for `io`, a write to a standby's socket, unless the standby
+    /// stays silent for the sender timeout, counted from `since()`,
+    /// meanwhile (then "timed out waiting for {waiting_for}"). A standby that stopped reading (stopped, frozen, its host
+    /// gone) fills the socket and the write would otherwise wait for ever,
+    /// and with it, if the standby is synchronous, every synchronous write
+    /// (PostgreSQL's `wal_sender_timeout` likewise covers a walsender
+    /// waiting to write). Reports keep arriving while a live standby reads
+    /// slowly, so `since` can move on while this waits.
+    async fn bounded(
+        &self,
+        waiting_for: &'static str,
+        since: impl Fn() -> Instant,
+        io: impl std::future::Future<Output = Result<(), ReplError>>,
+    ) -> Result<(), ReplError> {
+        tokio::pin!(io);
+        loop {
+            let timeout_ms = self.sender_timeout_ms();
+            if timeout_ms == 0 {
+                // Re-read now and then: the timeout may be set meanwhile.
+                tokio::select! {
+                    r = &mut io => return r,
+                    _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => continue,
+                }
+            }
+            let deadline = since() + Duration::from_millis(timeout_ms);
+            if Instant::now() >= deadline {
+                return Err(ReplError::Timeout(waiting_for));
+            }
+            tokio::select! {
+                r = &mut io => return r,
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+
+    /// Tells the standby why its stream ends, if its socket takes it soon.
+    async fn send_last_words(&self, conn: &StandbyConn, reason: String) {
+        let _ = tokio::time::timeout(
+            KEEPALIVE_INTERVAL,
+            conn.outbox.send(&Message::Error { reason }),
+        )
+        .await;
     }
 }
 

@@ -300,7 +300,8 @@ impl Receiver {
         }
         if base_backup {
             self.set_state("backup");
-            self.receive_base_backup(&mut rd, &mut rbuf).await?;
+            self.receive_base_backup(&mut rd, &mut rbuf, &mut wr)
+                .await?;
         }
         self.set_state("catchup");
         tracing::info!(primary = %self.config.primary, from_lsn = self.handle.get().end_lsn(), "streaming WAL from the primary");
@@ -378,6 +379,7 @@ impl Receiver {
         &self,
         rd: &mut tokio::net::tcp::OwnedReadHalf,
         rbuf: &mut BytesMut,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
     ) -> Result<(), ReplError> {
         let t = Duration::from_secs(120);
         let begin = expect_message(rd, rbuf, t, "BackupBegin").await?;
@@ -437,16 +439,48 @@ impl Receiver {
                 }
             }
         }
+        // Installing (fsync, verify, load) takes a while for a large
+        // checkpoint, and the primary drops a standby silent for its
+        // wal_sender_timeout: say that this one is alive as often as it
+        // reports when streaming (STATUS_INTERVAL). The
+        // positions are this node's from before the backup, so they confirm
+        // nothing the backup brought.
+        let alive = {
+            let engine = self.handle.get();
+            let flush = reported_flush_lsn(&engine);
+            Message::Status {
+                epoch: engine.epoch(),
+                write_lsn: engine.written_lsn(),
+                flush_lsn: flush,
+                apply_lsn: engine.end_lsn().min(flush),
+                timestamp_ms: 0,
+            }
+        };
         let handle = self.handle.clone();
         let swap = SwapInFlight::new(&self.swaps);
-        tokio::task::spawn_blocking(move || -> Result<(), ReplError> {
+        let install = tokio::task::spawn_blocking(move || -> Result<(), ReplError> {
             let _swap = swap;
             receiver.finish().map_err(storage)?;
             handle.reopen().map_err(storage)?;
             Ok(())
-        })
-        .await
-        .map_err(|e| ReplError::Storage(e.to_string()))??;
+        });
+        tokio::pin!(install);
+        let mut beat = tokio::time::interval(STATUS_INTERVAL);
+        loop {
+            tokio::select! {
+                done = &mut install => {
+                    done.map_err(|e| ReplError::Storage(e.to_string()))??;
+                    break;
+                }
+                _ = beat.tick() => {
+                    let mut alive = alive.clone();
+                    if let Message::Status { timestamp_ms, .. } = &mut alive {
+                        *timestamp_ms = now_ms();
+                    }
+                    write_message(wr, &alive).await?;
+                }
+            }
+        }
         self.status.lock().base_backups += 1;
         self.needs_base_backup.store(false, Ordering::Release);
         tracing::info!(redo_lsn, "base backup installed");

@@ -386,7 +386,7 @@ fn a_standby_sent_a_base_backup_confirms_nothing_until_it_reports() {
             &frames::hello(frames::PROTO_VERSION, 0, 0, 0, "fake"),
         ))
         .expect("sending Hello");
-    let epoch = receive_base_backup(&mut stream);
+    let epoch = receive_base_backup(&mut stream, Duration::ZERO);
     assert_eq!(
         pending.reply_within(Duration::from_millis(500)),
         None,
@@ -931,10 +931,12 @@ fn read_any_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Reads a base backup up to its BackupEnd, as a blank standby that
-/// installs nothing; returns the epoch its BackupBegin named.
-fn receive_base_backup(stream: &mut TcpStream) -> u64 {
+/// installs nothing, pausing `pause` after each frame; returns the epoch
+/// its BackupBegin named.
+fn receive_base_backup(stream: &mut TcpStream, pause: Duration) -> u64 {
     let mut epoch = None;
     loop {
+        thread::sleep(pause);
         let (kind, payload) =
             read_any_frame(stream).expect("the primary closed the stream during the backup");
         assert!(
@@ -957,19 +959,20 @@ fn listed(primary: &TestServer, name: &str) -> bool {
 }
 
 /// A standby reports nothing while its base backup arrives, so a backup
-/// that takes longer than `wal-sender-timeout-ms` (here: a standby that
-/// reads nothing for 2.5 s, with a 1 s timeout) must not end the stream the
-/// moment it is sent: the silence is timed from the end of the transfer.
-/// Then the timeout does its job: once the standby stops reporting, it is
-/// dropped.
+/// that takes longer than `wal-sender-timeout-ms` (here: a standby reading
+/// 1 MiB every 100 ms, about 5 s in all, with a 3 s timeout) must not end
+/// the stream the moment it is sent: the silence is timed from the end of
+/// the transfer (and each frame of the backup only has to be taken within
+/// the timeout). Then the timeout does its job: once the standby stops
+/// reporting, it is dropped.
 #[test]
 fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
-    let primary = start_primary(&["--wal-sender-timeout-ms", "1000"]);
-    // 24 MiB of state: more than the socket buffers hold, so the primary's
+    let primary = start_primary(&["--wal-sender-timeout-ms", "3000"]);
+    // 48 MiB of state: more than the socket buffers hold, so the primary's
     // sends wait for the reader.
     let value = "v".repeat(64 << 10);
     let mut con = primary.connection();
-    for i in 0..384 {
+    for i in 0..768 {
         let _: () = redis::cmd("SET")
             .arg(format!("k{i}"))
             .arg(&value)
@@ -985,16 +988,15 @@ fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
             &frames::hello(frames::PROTO_VERSION, 0, 0, 0, "slow"),
         ))
         .expect("sending Hello");
-    thread::sleep(Duration::from_millis(2500));
-    let epoch = receive_base_backup(&mut stream);
+    let epoch = receive_base_backup(&mut stream, Duration::from_millis(100));
     // Reports as a standby does once it installed the backup, every 200 ms
-    // for 2 s (twice the timeout), reading what comes meanwhile.
+    // for 4 s (more than the timeout), reading what comes meanwhile.
     let end = info(&primary).num("master_repl_offset");
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let reporting = Instant::now();
-    while reporting.elapsed() < Duration::from_secs(2) {
+    while reporting.elapsed() < Duration::from_secs(4) {
         stream
             .write_all(&frame(
                 frames::STATUS,
@@ -1093,7 +1095,7 @@ fn a_standby_resuming_inside_a_record_is_reseeded_and_others_are_not() {
     let mut stream = con.stream().try_clone().expect("clone the stream");
     stream.set_read_timeout(Some(CLOSE_GUARD)).unwrap();
     stream.write_all(&hello).expect("sending Hello");
-    receive_base_backup(&mut stream);
+    receive_base_backup(&mut stream, Duration::ZERO);
 
     // s1 needs WAL from before the liar's LSN: it streams on.
     s1.restart().expect("restarting s1");
@@ -1112,4 +1114,75 @@ fn a_standby_resuming_inside_a_record_is_reseeded_and_others_are_not() {
         "a false alarm: {}",
         primary.log_tail()
     );
+}
+
+/// A streaming standby that stops reading (stopped, frozen, its host gone)
+/// while the primary has more WAL for it fills the socket. The sender then
+/// waits to write, and must still give up after `wal-sender-timeout-ms` of
+/// silence: before, it waited for ever, the standby stayed listed (and, as
+/// a synchronous standby, held every synchronous write), and a standby of
+/// that name was refused as already connected.
+#[test]
+fn a_standby_that_stops_reading_is_dropped_after_the_sender_timeout() {
+    let primary = start_primary(&["--wal-sender-timeout-ms", "1000"]);
+    set(&primary, "a", "1");
+    let primary_info = info(&primary);
+    let cluster_id =
+        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = primary_info.num("walship_epoch");
+    let end = primary_info.num("master_repl_offset");
+    let history = frames::read_epochs(&primary.data_dir());
+    let mut con = open_stream(&primary);
+    con.send(&frame(
+        frames::HELLO,
+        &frames::hello_with_history(
+            frames::PROTO_VERSION,
+            cluster_id,
+            epoch,
+            end,
+            "frozen",
+            &history,
+        ),
+    ))
+    .expect("sending Hello");
+    // One report, then nothing: neither reads nor reports.
+    con.send(&frame(
+        frames::STATUS,
+        &frames::status(epoch, end, end, end),
+    ))
+    .expect("sending Status");
+    wait_until(
+        CLOSE_GUARD,
+        || listed(&primary, "frozen"),
+        || format!("the fake standby streams: {}", primary.log_tail()),
+    );
+    // 48 MiB of WAL for it: far more than the socket buffers hold.
+    let value = "w".repeat(1 << 20);
+    let mut client = primary.connection();
+    for i in 0..48 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("big{i}"))
+            .arg(&value)
+            .query(&mut client)
+            .expect("SET");
+    }
+    wait_until(
+        CLOSE_GUARD,
+        || !listed(&primary, "frozen"),
+        || {
+            format!(
+                "a standby that stopped reading is still listed: {:#?}\n{}",
+                info(&primary),
+                primary.log_tail()
+            )
+        },
+    );
+    assert!(
+        primary
+            .log()
+            .contains("timed out waiting for a status report from the standby"),
+        "{}",
+        primary.log_tail()
+    );
+    drop(con);
 }

@@ -1153,3 +1153,56 @@ fn damaged_wal_on_the_primary_is_not_shipped_and_the_standby_gets_a_base_backup(
         s1.log_tail()
     );
 }
+
+/// A segment the primary cannot read back in full (cut short on its disk
+/// while it runs) is handled as damage: the lagging standby that needs it
+/// gets a base backup, and the primary names the LSN and the file. Before,
+/// the read error only closed the stream, and the standby asked for the
+/// same bytes about ten times a second, for ever.
+#[test]
+fn a_wal_segment_the_primary_cannot_read_back_reseeds_the_standby() {
+    let primary = start_primary(&["--segment-size", "1MiB"]);
+    let mut s1 = start_standby(&primary, "s1", &[]);
+    write_batch(&primary, "before", 20, 100);
+    wait_caught_up(&primary, &[&s1]);
+    let resume = info(&primary).num("master_repl_offset");
+    s1.terminate();
+    // 24 MiB behind: more than the 16 MiB the primary keeps in memory, so
+    // the start of it is read from the segment files.
+    write_batch(&primary, "while-down", 24, 1 << 20);
+    // Cut short the segment holding the WAL 2 MiB past s1's position.
+    let target = resume + (2 << 20);
+    let (start, segment) = std::fs::read_dir(primary.data_dir().join("wal"))
+        .expect("wal dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.strip_suffix(".wal")?.to_string();
+            Some((u64::from_str_radix(&name, 16).ok()?, p))
+        })
+        .filter(|(start, _)| *start <= target)
+        .max_by_key(|(start, _)| *start)
+        .expect("a segment holding the target LSN");
+    assert!(start > resume, "the cut segment is one s1 still needs");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .and_then(|f| f.set_len(500_000))
+        .expect("cutting the segment short");
+
+    s1.restart().expect("restarting the standby");
+    wait_caught_up(&primary, &[&s1]);
+    assert_eq!(
+        info(&s1).num("walship_base_backups"),
+        1,
+        "the standby re-seeds by base backup: {}",
+        s1.log_tail()
+    );
+    assert_same_keyspace(&primary, &s1);
+    let log = primary.log();
+    assert!(
+        log.contains("this primary cannot read back its WAL")
+            && log.contains(&segment.display().to_string()),
+        "the primary names the problem and the file: {}",
+        primary.log_tail()
+    );
+}
