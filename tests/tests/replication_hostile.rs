@@ -953,6 +953,44 @@ fn receive_base_backup(stream: &mut TcpStream, pause: Duration) -> u64 {
     }
 }
 
+/// Writes `count` values of `len` bytes through a client.
+fn write_values(server: &TestServer, count: usize, len: usize) {
+    let value = "v".repeat(len);
+    let mut con = server.connection();
+    for i in 0..count {
+        let _: () = redis::cmd("SET")
+            .arg(format!("value{i}"))
+            .arg(&value)
+            .query(&mut con)
+            .expect("SET");
+    }
+}
+
+/// A Hello frame from a standby named `name` that shares `primary`'s
+/// cluster and epoch history and says it flushed `at(primary's WAL end)`;
+/// also the primary's epoch and WAL end.
+fn hello_as_a_standby_of(
+    primary: &TestServer,
+    name: &str,
+    at: impl Fn(u64) -> u64,
+) -> (Vec<u8>, (u64, u64)) {
+    let primary_info = info(primary);
+    let cluster_id =
+        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
+    let epoch = primary_info.num("walship_epoch");
+    let end = primary_info.num("master_repl_offset");
+    let history = frames::read_epochs(&primary.data_dir());
+    let hello = frames::hello_with_history(
+        frames::PROTO_VERSION,
+        cluster_id,
+        epoch,
+        at(end),
+        name,
+        &history,
+    );
+    (frame(frames::HELLO, &hello), (epoch, end))
+}
+
 /// Whether `primary` lists a standby named `name`.
 fn listed(primary: &TestServer, name: &str) -> bool {
     info(primary).slave_named(name).is_some()
@@ -970,15 +1008,7 @@ fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
     let primary = start_primary(&["--wal-sender-timeout-ms", "3000"]);
     // 48 MiB of state: more than the socket buffers hold, so the primary's
     // sends wait for the reader.
-    let value = "v".repeat(64 << 10);
-    let mut con = primary.connection();
-    for i in 0..768 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(&value)
-            .query(&mut con)
-            .expect("SET");
-    }
+    write_values(&primary, 768, 64 << 10);
     let raw = open_stream(&primary);
     let mut stream = raw.stream().try_clone().expect("clone the stream");
     stream.set_read_timeout(Some(CLOSE_GUARD)).unwrap();
@@ -1055,24 +1085,8 @@ fn a_standby_resuming_inside_a_record_is_reseeded_and_others_are_not() {
     for i in 0..20 {
         set(&primary, &format!("k{i}"), "v");
     }
-    let primary_info = info(&primary);
-    let cluster_id =
-        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
-    let epoch = primary_info.num("walship_epoch");
-    let end = primary_info.num("master_repl_offset");
-    let history = frames::read_epochs(&primary.data_dir());
     // Three bytes before the end: inside the last record.
-    let hello = frame(
-        frames::HELLO,
-        &frames::hello_with_history(
-            frames::PROTO_VERSION,
-            cluster_id,
-            epoch,
-            end - 3,
-            "liar",
-            &history,
-        ),
-    );
+    let (hello, _) = hello_as_a_standby_of(&primary, "liar", |end| end - 3);
 
     let mut con = open_stream(&primary);
     con.send(&hello).expect("sending Hello");
@@ -1126,25 +1140,9 @@ fn a_standby_resuming_inside_a_record_is_reseeded_and_others_are_not() {
 fn a_standby_that_stops_reading_is_dropped_after_the_sender_timeout() {
     let primary = start_primary(&["--wal-sender-timeout-ms", "1000"]);
     set(&primary, "a", "1");
-    let primary_info = info(&primary);
-    let cluster_id =
-        u64::from_str_radix(primary_info.field("walship_cluster_id"), 16).expect("hex cluster id");
-    let epoch = primary_info.num("walship_epoch");
-    let end = primary_info.num("master_repl_offset");
-    let history = frames::read_epochs(&primary.data_dir());
+    let (hello, (epoch, end)) = hello_as_a_standby_of(&primary, "frozen", |end| end);
     let mut con = open_stream(&primary);
-    con.send(&frame(
-        frames::HELLO,
-        &frames::hello_with_history(
-            frames::PROTO_VERSION,
-            cluster_id,
-            epoch,
-            end,
-            "frozen",
-            &history,
-        ),
-    ))
-    .expect("sending Hello");
+    con.send(&hello).expect("sending Hello");
     // One report, then nothing: neither reads nor reports.
     con.send(&frame(
         frames::STATUS,
@@ -1157,15 +1155,7 @@ fn a_standby_that_stops_reading_is_dropped_after_the_sender_timeout() {
         || format!("the fake standby streams: {}", primary.log_tail()),
     );
     // 48 MiB of WAL for it: far more than the socket buffers hold.
-    let value = "w".repeat(1 << 20);
-    let mut client = primary.connection();
-    for i in 0..48 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("big{i}"))
-            .arg(&value)
-            .query(&mut client)
-            .expect("SET");
-    }
+    write_values(&primary, 48, 1 << 20);
     wait_until(
         CLOSE_GUARD,
         || !listed(&primary, "frozen"),
