@@ -50,7 +50,12 @@ pub async fn read_message<R: AsyncRead + Unpin>(
             return if buf.is_empty() {
                 Ok(None)
             } else {
-                Err(ReplError::Protocol("stream ended inside a frame".into()))
+                // The peer closed (or was killed) part-way through sending
+                // a frame: a closed connection, not a protocol violation.
+                Err(ReplError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection in the middle of a frame",
+                )))
             };
         }
     }
