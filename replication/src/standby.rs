@@ -442,19 +442,12 @@ impl Receiver {
         // Installing (fsync, verify, load) takes a while for a large
         // checkpoint, and the primary drops a standby silent for its
         // wal_sender_timeout: say that this one is alive as often as it
-        // reports when streaming (STATUS_INTERVAL). The
-        // positions are this node's from before the backup, so they confirm
-        // nothing the backup brought.
-        let alive = {
+        // reports when streaming (STATUS_INTERVAL). The positions are this
+        // node's from before the backup, so they confirm nothing the backup
+        // brought.
+        let (before, epoch) = {
             let engine = self.handle.get();
-            let flush = reported_flush_lsn(&engine);
-            Message::Status {
-                epoch: engine.epoch(),
-                write_lsn: engine.written_lsn(),
-                flush_lsn: flush,
-                apply_lsn: engine.end_lsn().min(flush),
-                timestamp_ms: 0,
-            }
+            (positions(&engine), engine.epoch())
         };
         let handle = self.handle.clone();
         let swap = SwapInFlight::new(&self.swaps);
@@ -472,13 +465,7 @@ impl Receiver {
                     done.map_err(|e| ReplError::Storage(e.to_string()))??;
                     break;
                 }
-                _ = beat.tick() => {
-                    let mut alive = alive.clone();
-                    if let Message::Status { timestamp_ms, .. } = &mut alive {
-                        *timestamp_ms = now_ms();
-                    }
-                    write_message(wr, &alive).await?;
-                }
+                _ = beat.tick() => write_message(wr, &status(epoch, before)).await?,
             }
         }
         self.status.lock().base_backups += 1;
@@ -622,8 +609,7 @@ type Reported = Option<(Lsn, Lsn, Lsn)>;
 /// Sends a status report, unless it would repeat the last one and `force`
 /// is false.
 fn report(engine: &Engine, out: &mut OutboxGuard<'_, Reported>, force: bool) {
-    let flush = reported_flush_lsn(engine);
-    let now = (engine.written_lsn(), flush, engine.end_lsn().min(flush));
+    let now = positions(engine);
     if !force && *out.state() == Some(now) {
         return;
     }
@@ -632,13 +618,25 @@ fn report(engine: &Engine, out: &mut OutboxGuard<'_, Reported>, force: bool) {
     // applied before it is flushed, so positions that include a new
     // epoch's bytes always go out with that epoch, and an older primary
     // that sees it fences itself instead of counting them.
-    out.push(&Message::Status {
-        epoch: engine.epoch(),
-        write_lsn: now.0,
-        flush_lsn: now.1,
-        apply_lsn: now.2,
+    out.push(&status(engine.epoch(), now));
+}
+
+/// The write, flush and apply LSNs a standby reports (apply never past
+/// flush, so `remote_apply` implies `on`).
+fn positions(engine: &Engine) -> (Lsn, Lsn, Lsn) {
+    let flush = reported_flush_lsn(engine);
+    (engine.written_lsn(), flush, engine.end_lsn().min(flush))
+}
+
+/// A Status frame with these positions, stamped now.
+fn status(epoch: u64, (write_lsn, flush_lsn, apply_lsn): (Lsn, Lsn, Lsn)) -> Message {
+    Message::Status {
+        epoch,
+        write_lsn,
+        flush_lsn,
+        apply_lsn,
         timestamp_ms: now_ms(),
-    });
+    }
 }
 
 /// The flush LSN a standby reports. Under `--fsync never` the standby

@@ -991,6 +991,17 @@ fn hello_as_a_standby_of(
     (frame(frames::HELLO, &hello), (epoch, end))
 }
 
+/// Asserts that `primary` logged dropping a standby for its silence.
+fn assert_dropped_as_silent(primary: &TestServer) {
+    assert!(
+        primary
+            .log()
+            .contains("timed out waiting for a status report from the standby"),
+        "{}",
+        primary.log_tail()
+    );
+}
+
 /// Whether `primary` lists a standby named `name`.
 fn listed(primary: &TestServer, name: &str) -> bool {
     info(primary).slave_named(name).is_some()
@@ -1061,13 +1072,7 @@ fn a_slow_base_backup_is_not_cut_off_and_a_silent_standby_is() {
         || !listed(&primary, "slow"),
         || format!("a silent standby dropped: {}", primary.log_tail()),
     );
-    assert!(
-        primary
-            .log()
-            .contains("timed out waiting for a status report from the standby"),
-        "{}",
-        primary.log_tail()
-    );
+    assert_dropped_as_silent(&primary);
 }
 
 /// A standby whose resume LSN falls inside a record (its WAL does not
@@ -1167,12 +1172,6 @@ fn a_standby_that_stops_reading_is_dropped_after_the_sender_timeout() {
             )
         },
     );
-    assert!(
-        primary
-            .log()
-            .contains("timed out waiting for a status report from the standby"),
-        "{}",
-        primary.log_tail()
-    );
+    assert_dropped_as_silent(&primary);
     drop(con);
 }
